@@ -1,0 +1,131 @@
+"""credits-service: admin credit management and credit consumption, with an append-only audit log."""
+
+import logging
+import os
+import re
+import uuid
+
+from flask import Flask, g, request
+from flask_smorest import Api
+from sqlalchemy import event
+
+from .config import Config
+from .errors import register_error_handlers
+from .extensions import db, limiter, migrate
+from .schemas import ErrorSchema
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class CreditsApi(Api):
+    """flask-smorest's Api, answering errors in this service's one shape."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+    def _register_error_handlers(self):
+        register_error_handlers(self._app)
+
+
+def create_app(config: type[Config] | None = None) -> Flask:
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_object(config or Config)
+    _configure_database_url(app)
+    _configure_logging(app)
+    _register_request_id(app)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
+    with app.app_context():
+        _tune_sqlite(app)
+    limiter.init_app(app)
+
+    api = CreditsApi(app)
+    api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
+    from .api import audit, clients, credits, quota, usage
+
+    api.register_blueprint(clients.blp, url_prefix="/api/admin/clients")
+    api.register_blueprint(quota.blp, url_prefix="/api/admin/clients")
+    api.register_blueprint(credits.blp, url_prefix="/api/admin/clients")
+    api.register_blueprint(audit.blp, url_prefix="/api/admin/clients")
+    api.register_blueprint(usage.blp, url_prefix="/api/clients")
+
+    app.teardown_appcontext(lambda exc: db.session.remove())
+
+    from .cli import idempotency_cli, keys_cli
+
+    app.cli.add_command(keys_cli)
+    app.cli.add_command(idempotency_cli)
+    return app
+
+
+def _configure_database_url(app: Flask) -> None:
+    url = app.config.get("SQLALCHEMY_DATABASE_URI")
+    if not url:
+        os.makedirs(app.instance_path, exist_ok=True)
+        url = "sqlite:///" + os.path.join(app.instance_path, "credits.sqlite3")
+    # psycopg 3 is the PostgreSQL driver installed; accept the plain scheme too.
+    url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url)
+    app.config["SQLALCHEMY_DATABASE_URI"] = url
+
+
+def _tune_sqlite(app: Flask) -> None:
+    """Foreign keys on, WAL, a busy timeout, and explicit BEGIN (IMMEDIATE for writers)."""
+    engine = db.engine
+    if engine.dialect.name != "sqlite":
+        return
+    busy_timeout = int(app.config["SQLITE_BUSY_TIMEOUT_MS"])
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # Let SQLAlchemy, not pysqlite, emit BEGIN; pysqlite's own handling defers it.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        immediate = connection.get_execution_options().get("sqlite_immediate")
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _register_request_id(app: Flask) -> None:
+    @app.before_request
+    def _assign_request_id():
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+    @app.after_request
+    def _echo_request_id(response):
+        response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
+        # Flask-Limiter adds Retry-After to every response; it only means something on a refusal.
+        if response.status_code not in (429, 503):
+            response.headers.pop("Retry-After", None)
+        return response
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            record.requestId = g.get("request_id")
+        except RuntimeError:  # outside a request
+            record.requestId = None
+        return True
+
+
+def _configure_logging(app: Flask) -> None:
+    root = logging.getLogger()
+    root.setLevel(app.config["LOG_LEVEL"])
+    if not app.config["LOG_JSON"] or any(getattr(h, "credits_json", False) for h in root.handlers):
+        return
+    from pythonjsonlogger.json import JsonFormatter
+
+    handler = logging.StreamHandler()
+    handler.credits_json = True
+    handler.addFilter(_RequestIdFilter())
+    handler.setFormatter(
+        JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", rename_fields={"asctime": "time"})
+    )
+    root.addHandler(handler)

@@ -1,0 +1,26 @@
+"""The platform's side: consume credits and read quota status."""
+
+from ..auth import service_write, status_read
+from ..schemas import QuotaStatusSchema, UsageConsumeSchema, UsageResultSchema
+from . import Blueprint, credits_service
+from .idempotency import idempotent
+
+blp = Blueprint("usage", __name__, description="Credit consumption by the generation platform.")
+
+
+@blp.route("/<client_id>/usage", methods=["POST"])
+@service_write
+@blp.arguments(UsageConsumeSchema)
+@blp.response(200, UsageResultSchema)
+@idempotent(UsageResultSchema)
+def consume_usage(body, client_id, idempotency):
+    """Add count generations to this UTC month, all or nothing; 402 when over the limit."""
+    return credits_service().consume(client_id, body["count"], idempotency)
+
+
+@blp.route("/<client_id>/quota-status", methods=["GET"])
+@status_read
+@blp.response(200, QuotaStatusSchema)
+def quota_status(client_id):
+    """Usage against the stored limit (granted credits count)."""
+    return credits_service().quota_status(client_id)

@@ -1,0 +1,167 @@
+"""Typed SQLAlchemy models. Nothing here commits: CreditsService owns the transactions."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .extensions import db
+from .plans import DEFAULT_PLAN, PLANS
+
+AUDIT_ACTIONS = ("plan_change", "credit_grant", "limit_change", "usage_reset")
+ROLES = ("read", "write", "service")
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in Python on both databases (SQLite keeps no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# Autoincrementing 64-bit ids; SQLite only autoincrements an INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Client(db.Model):
+    __tablename__ = "clients"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now, onupdate=_now)
+
+
+class QuotaLimit(db.Model):
+    __tablename__ = "quota_limits"
+    __table_args__ = (
+        CheckConstraint(_one_of("plan", PLANS), name="plan"),
+        CheckConstraint("monthly_generation_limit >= -1", name="generation_limit"),
+        CheckConstraint("storage_quota_mb >= -1", name="storage_quota"),
+    )
+
+    client_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True
+    )
+    plan: Mapped[str] = mapped_column(String(16), default=DEFAULT_PLAN)
+    monthly_generation_limit: Mapped[int] = mapped_column(Integer)
+    storage_quota_mb: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now, onupdate=_now)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The limits as the audit log records them before and after a change."""
+        return {
+            "plan": self.plan,
+            "monthlyGenerationLimit": self.monthly_generation_limit,
+            "storageQuotaMb": self.storage_quota_mb,
+        }
+
+
+class UsageRecord(db.Model):
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        UniqueConstraint("client_id", "month"),
+        CheckConstraint("generation_count >= 0", name="generation_count"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    client_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("clients.id", ondelete="CASCADE")
+    )
+    month: Mapped[str] = mapped_column(String(7))
+    generation_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now, onupdate=_now)
+
+
+class CreditAuditLog(db.Model):
+    """Append-only: the service inserts entries and never updates or deletes one."""
+
+    __tablename__ = "credit_audit_log"
+    __table_args__ = (
+        CheckConstraint(_one_of("action", AUDIT_ACTIONS), name="action"),
+        Index("ix_credit_audit_log_client_created", "client_id", "created_at"),
+        # Listing is newest first by insertion order (the id), per client.
+        Index("ix_credit_audit_log_client_id_desc", "client_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    client_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("clients.id", ondelete="CASCADE")
+    )
+    admin_id: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(32))
+    details: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    previous_value: Mapped[str | None] = mapped_column(Text)
+    new_value: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+
+
+class ApiKey(db.Model):
+    __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint(_one_of("role", ROLES), name="role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    # SHA-256 of the key, hex; the key itself is never stored.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class IdempotencyRecord(db.Model):
+    """A request made with an Idempotency-Key and, once finished, the response it got."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("principal", "key"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    principal: Mapped[str] = mapped_column(String(200))
+    key: Mapped[str] = mapped_column(String(255))
+    # SHA-256 over method, path and body: a reused key with another request is refused.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now, index=True)
+    locked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)

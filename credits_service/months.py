@@ -1,0 +1,27 @@
+"""Usage months are calendar months of UTC, whatever the server's local time zone."""
+
+from datetime import UTC, datetime
+
+
+def as_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("naive datetimes are ambiguous; pass an aware one")
+    return moment.astimezone(UTC)
+
+
+def month_of(moment: datetime) -> str:
+    """The usage month (YYYY-MM) that holds this instant."""
+    return as_utc(moment).strftime("%Y-%m")
+
+
+def next_month_start(moment: datetime) -> datetime:
+    """The first instant of the UTC month after the one holding this instant."""
+    utc = as_utc(moment)
+    if utc.month == 12:
+        return datetime(utc.year + 1, 1, 1, tzinfo=UTC)
+    return datetime(utc.year, utc.month + 1, 1, tzinfo=UTC)
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with a Z offset and millisecond precision, as the API writes instants."""
+    return as_utc(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")

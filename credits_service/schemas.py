@@ -1,0 +1,223 @@
+"""marshmallow schemas: what the API accepts (validated, unknown fields refused) and what it returns."""
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from .models import AUDIT_ACTIONS
+from .months import iso_utc
+from .plans import MAX_LIMIT, PLANS, UNLIMITED
+
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}\Z"
+REASON_MAX = 500
+
+
+class StrictSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class StrictInteger(fields.Integer):
+    """A JSON integer and nothing else: no floats (not even 100.0), booleans or numeric strings."""
+
+    default_error_messages = {"invalid": "Must be an integer."}
+
+    def __init__(self, **kwargs):
+        super().__init__(strict=True, **kwargs)
+
+    def _validated(self, value):
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+class Text(fields.String):
+    """A string both databases can store: PostgreSQL refuses NUL and unpaired surrogates."""
+
+    default_error_messages = {"unstorable": "Must not contain NUL characters or unpaired surrogates."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in text or any("\ud800" <= ch <= "\udfff" for ch in text):
+            raise self.make_error("unstorable")
+        return text
+
+
+class UTCDateTime(fields.DateTime):
+    """Instants as iso_utc writes them."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None:
+            return None
+        return iso_utc(value)
+
+
+def _not_blank(value: str) -> None:
+    if not value.strip():
+        raise ValidationError("Must not be blank.")
+
+
+def _reason() -> Text:
+    return Text(validate=validate.Length(max=REASON_MAX), metadata={"description": "Why, for the audit log."})
+
+
+def _limit_field(data_key: str) -> StrictInteger:
+    return StrictInteger(
+        data_key=data_key,
+        validate=validate.Range(UNLIMITED, MAX_LIMIT),
+        metadata={"description": "-1 means unlimited."},
+    )
+
+
+# ---- input -----------------------------------------------------------------
+
+
+class ClientCreateSchema(StrictSchema):
+    id = Text(
+        validate=validate.Regexp(CLIENT_ID_PATTERN, error="Must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' or '-'."),
+        metadata={"description": "Generated when absent."},
+    )
+    name = Text(required=True, validate=[validate.Length(min=1, max=200), _not_blank])
+    plan = fields.String(validate=validate.OneOf(PLANS), metadata={"description": "Defaults to free."})
+
+
+class PageQuerySchema(StrictSchema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 100))
+    offset = fields.Integer(load_default=0, validate=validate.Range(0, MAX_LIMIT))
+
+
+class AuditLogQuerySchema(PageQuerySchema):
+    action = fields.String(validate=validate.OneOf(AUDIT_ACTIONS))
+
+
+class QuotaUpdateSchema(StrictSchema):
+    plan = fields.String(validate=validate.OneOf(PLANS))
+    monthly_generation_limit = _limit_field("monthlyGenerationLimit")
+    storage_quota_mb = _limit_field("storageQuotaMb")
+    reason = _reason()
+
+    @validates_schema
+    def _changes_something(self, data, **kwargs):
+        if not {"plan", "monthly_generation_limit", "storage_quota_mb"} & data.keys():
+            raise ValidationError(
+                "Give at least one of plan, monthlyGenerationLimit, storageQuotaMb.", "_schema"
+            )
+
+
+class CreditActionSchema(StrictSchema):
+    action = fields.String(required=True, validate=validate.OneOf(("grant", "reset")))
+    amount = StrictInteger(validate=validate.Range(1, 1_000_000_000))
+    reason = _reason()
+
+    @validates_schema
+    def _amount_goes_with_grant(self, data, **kwargs):
+        action = data.get("action")
+        if action == "grant" and "amount" not in data:
+            raise ValidationError("Required when action is grant.", "amount")
+        if action == "reset" and "amount" in data:
+            raise ValidationError("Only allowed when action is grant.", "amount")
+
+
+class UsageConsumeSchema(StrictSchema):
+    count = StrictInteger(load_default=1, validate=validate.Range(1, 10_000))
+
+
+# ---- output ----------------------------------------------------------------
+
+
+class ClientSchema(Schema):
+    id = fields.String()
+    name = fields.String()
+    plan = fields.String()
+    created_at = UTCDateTime(data_key="createdAt")
+
+
+class QuotaSchema(Schema):
+    client_id = fields.String(data_key="clientId")
+    plan = fields.String()
+    monthly_generation_limit = fields.Integer(data_key="monthlyGenerationLimit")
+    storage_quota_mb = fields.Integer(data_key="storageQuotaMb")
+    updated_at = UTCDateTime(data_key="updatedAt")
+
+
+class UsageSchema(Schema):
+    month = fields.String()
+    generation_count = fields.Integer(data_key="generationCount")
+    remaining = fields.Integer(allow_none=True)
+    is_unlimited = fields.Boolean(data_key="isUnlimited")
+    reset_date = UTCDateTime(data_key="resetDate")
+
+
+class AuditEntrySchema(Schema):
+    id = fields.Integer()
+    client_id = fields.String(data_key="clientId")
+    admin_id = fields.String(data_key="adminId")
+    action = fields.String()
+    details = fields.Dict()
+    previous_value = fields.String(data_key="previousValue", allow_none=True)
+    new_value = fields.String(data_key="newValue", allow_none=True)
+    created_at = UTCDateTime(data_key="createdAt")
+
+
+class QuotaOverviewSchema(Schema):
+    quota = fields.Nested(QuotaSchema)
+    usage = fields.Nested(UsageSchema)
+    audit_log = fields.List(fields.Nested(AuditEntrySchema), data_key="auditLog")
+
+
+def _page_schema(name: str, item: type[Schema]) -> type[Schema]:
+    return Schema.from_dict(
+        {
+            "items": fields.List(fields.Nested(item)),
+            "limit": fields.Integer(),
+            "offset": fields.Integer(),
+            "next_offset": fields.Integer(data_key="nextOffset", allow_none=True),
+        },
+        name=name,
+    )
+
+
+ClientPageSchema = _page_schema("ClientPage", ClientSchema)
+AuditLogPageSchema = _page_schema("AuditLogPage", AuditEntrySchema)
+
+
+class CreditResultSchema(Schema):
+    """The answer to a grant or a reset; each action fills its own fields."""
+
+    action = fields.String()
+    current_usage = fields.Integer(data_key="currentUsage")
+    previous_limit = fields.Integer(data_key="previousLimit")
+    new_limit = fields.Integer(data_key="newLimit")
+    previous_usage = fields.Integer(data_key="previousUsage")
+    limit = fields.Integer()
+    remaining = fields.Integer(allow_none=True)
+
+
+class UsageResultSchema(Schema):
+    month = fields.String()
+    generation_count = fields.Integer(data_key="generationCount")
+    limit = fields.Integer()
+    remaining = fields.Integer(allow_none=True)
+
+
+class QuotaStatusSchema(Schema):
+    plan = fields.String()
+    month = fields.String()
+    generations_used = fields.Integer(data_key="generationsUsed")
+    generations_limit = fields.Integer(data_key="generationsLimit")
+    generations_remaining = fields.Integer(data_key="generationsRemaining", allow_none=True)
+    usage_percent = fields.Float(data_key="usagePercent")
+    is_unlimited = fields.Boolean(data_key="isUnlimited")
+    is_at_limit = fields.Boolean(data_key="isAtLimit")
+    is_near_limit = fields.Boolean(data_key="isNearLimit")
+    reset_date = UTCDateTime(data_key="resetDate")
+
+
+class ErrorSchema(Schema):
+    error = fields.String(required=True)
+    fields_ = fields.Dict(data_key="fields")
+
+
+class QuotaExceededSchema(ErrorSchema):
+    month = fields.String()
+    generation_count = fields.Integer(data_key="generationCount")
+    limit = fields.Integer()
+    remaining = fields.Integer(allow_none=True)

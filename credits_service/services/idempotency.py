@@ -1,0 +1,136 @@
+"""Idempotency keys, as payment APIs have them (IETF draft 'The Idempotency-Key HTTP Header').
+
+A request with a key first claims it in a short transaction of its own. The change it makes
+then stores its response on the claim in the change's own transaction, so a replay can
+never answer for a change that did not commit, and a change can never commit without its
+stored answer. A claim whose request died (a killed worker) is taken over once its lock
+has been held longer than the lock timeout.
+"""
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from ..errors import Conflict, IdempotencyKeyReused
+from ..models import IdempotencyRecord
+from .transactions import upsert, write_transaction
+
+
+def fingerprint(method: str, path: str, payload: Any) -> str:
+    canonical = json.dumps([method, path, payload], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """This request holds the key; complete() stores its answer in the caller's transaction."""
+
+    record_id: int
+    locked_at: datetime
+    render: Callable[[Any], dict[str, Any]]
+    status: int = 200
+
+    def store(self, session: Session, status: int, body: dict[str, Any]) -> None:
+        stored = session.execute(
+            update(IdempotencyRecord)
+            .where(
+                IdempotencyRecord.id == self.record_id,
+                IdempotencyRecord.locked_at == self.locked_at,
+                IdempotencyRecord.status_code.is_(None),
+            )
+            .values(status_code=status, response_body=body)
+        ).rowcount
+        if not stored:
+            raise Conflict(
+                "This Idempotency-Key was taken over by a retry while the request ran; "
+                "nothing was changed. Send the request again to get its answer."
+            )
+
+    def complete(self, session: Session, result: Any) -> None:
+        self.store(session, self.status, self.render(result))
+
+
+class IdempotencyKeys:
+    def __init__(self, session: Session, clock: Callable[[], datetime], ttl: timedelta,
+                 lock_timeout: timedelta):
+        self.session = session
+        self.clock = clock
+        self.ttl = ttl
+        self.lock_timeout = lock_timeout
+
+    def claim(self, principal: str, key: str, request_fingerprint: str,
+              render: Callable[[Any], dict[str, Any]]) -> IdempotencyClaim | StoredResponse:
+        """Claim the key for this request, or return the answer a first request got."""
+        now = self.clock()
+        with write_transaction(self.session):
+            self.session.execute(
+                delete(IdempotencyRecord).where(
+                    IdempotencyRecord.principal == principal,
+                    IdempotencyRecord.key == key,
+                    IdempotencyRecord.created_at <= now - self.ttl,
+                )
+            )
+            created = self.session.scalar(
+                upsert(self.session)(IdempotencyRecord)
+                .values(principal=principal, key=key, fingerprint=request_fingerprint,
+                        created_at=now, locked_at=now)
+                .on_conflict_do_nothing(index_elements=["principal", "key"])
+                .returning(IdempotencyRecord.id)
+            )
+            if created is not None:
+                return IdempotencyClaim(created, now, render)
+            record = self.session.scalar(
+                select(IdempotencyRecord)
+                .where(IdempotencyRecord.principal == principal, IdempotencyRecord.key == key)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            if record.fingerprint != request_fingerprint:
+                raise IdempotencyKeyReused(
+                    "This Idempotency-Key was already used with a different request; "
+                    "use a new key for a new request."
+                )
+            if record.status_code is not None:
+                return StoredResponse(record.status_code, record.response_body)
+            if record.locked_at > now - self.lock_timeout:
+                raise Conflict(
+                    "A request with this Idempotency-Key is still being processed; "
+                    "retry in a moment to get its answer."
+                )
+            record.locked_at = now
+            return IdempotencyClaim(record.id, now, render)
+
+    def finish(self, claim: IdempotencyClaim, status: int, body: dict[str, Any]) -> None:
+        """Store a refusal (4xx) as the answer: the request changed nothing, so it stands alone."""
+        with write_transaction(self.session):
+            claim.store(self.session, status, body)
+
+    def release(self, claim: IdempotencyClaim) -> None:
+        """Give the key back after an unexpected failure, so a retry can run the request."""
+        with write_transaction(self.session):
+            self.session.execute(
+                delete(IdempotencyRecord).where(
+                    IdempotencyRecord.id == claim.record_id,
+                    IdempotencyRecord.locked_at == claim.locked_at,
+                    IdempotencyRecord.status_code.is_(None),
+                )
+            )
+
+    def purge(self) -> int:
+        """Delete every stored key older than the retention; returns how many."""
+        with write_transaction(self.session):
+            return self.session.execute(
+                delete(IdempotencyRecord).where(IdempotencyRecord.created_at <= self.clock() - self.ttl)
+            ).rowcount

@@ -1,0 +1,93 @@
+"""API keys: issued once, stored only as SHA-256 hashes, expiring and revocable."""
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from ..errors import NotFound
+from ..models import ApiKey
+from .transactions import write_transaction
+
+KEY_PREFIX = "cs_"
+# Roles a key's role grants, as flask-httpauth's get_user_roles reports them.
+ROLE_GRANTS = {"read": ("read",), "write": ("write", "read"), "service": ("service",)}
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's name is what the audit log records as adminId."""
+
+    key_id: int
+    name: str
+    role: str
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return ROLE_GRANTS[self.role]
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    principal: Principal | None
+    failure: str | None = None  # why a key was refused, for the security log
+
+
+class ApiKeys:
+    def __init__(self, session: Session, clock):
+        self.session = session
+        self.clock = clock
+
+    def create(self, name: str, role: str, expires_in_days: int | None = None) -> str:
+        """Issue a key and return it; this is the only time it exists in the clear."""
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        now = self.clock()
+        expires_at = now + timedelta(days=expires_in_days) if expires_in_days is not None else None
+        with write_transaction(self.session):
+            self.session.add(
+                ApiKey(name=name, role=role, key_hash=hash_key(key), created_at=now, expires_at=expires_at)
+            )
+        return key
+
+    def list(self) -> list[ApiKey]:
+        return list(self.session.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+    def exist(self) -> bool:
+        return self.session.scalar(select(ApiKey.id).limit(1)) is not None
+
+    def revoke(self, id_or_name: str) -> int:
+        """Revoke the key with this id, or every key with this name; returns how many."""
+        match = ApiKey.name == id_or_name
+        if id_or_name.isdigit():
+            match = or_(match, ApiKey.id == int(id_or_name))
+        with write_transaction(self.session):
+            found = self.session.scalars(select(ApiKey.id).where(match)).all()
+            if not found:
+                raise NotFound(f"No API key has the id or name {id_or_name!r}.")
+            self.session.execute(
+                update(ApiKey).where(match, ApiKey.revoked_at.is_(None)).values(revoked_at=self.clock())
+            )
+        return len(found)
+
+    def check(self, key: str) -> KeyCheck:
+        if not key:
+            return KeyCheck(None, "missing key")
+        found = self.session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
+        if found is None:
+            return KeyCheck(None, "unknown key")
+        if found.revoked_at is not None:
+            return KeyCheck(None, f"revoked key id={found.id} name={found.name}")
+        if is_expired(found, self.clock()):
+            return KeyCheck(None, f"expired key id={found.id} name={found.name}")
+        return KeyCheck(Principal(found.id, found.name, found.role))
+
+
+def is_expired(key: ApiKey, now: datetime) -> bool:
+    return key.expires_at is not None and key.expires_at <= now

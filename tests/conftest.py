@@ -1,0 +1,175 @@
+"""Fixtures: the app on each database backend, a test client, keys per role, a settable clock.
+
+Every test that takes `client` runs once on SQLite and, when TEST_DATABASE_URL is set,
+once more on PostgreSQL (a database created for this run and dropped after it).
+Migrations build the schema; every table is emptied between tests.
+"""
+
+import os
+import uuid
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+from flask_migrate import upgrade
+from sqlalchemy import make_url, text
+
+from credits_service import create_app
+from credits_service.config import TestConfig, utc_now
+from credits_service.extensions import db
+from credits_service.services.keys import ApiKeys
+
+BACKENDS = ["sqlite", "postgresql"] if os.environ.get("TEST_DATABASE_URL") else ["sqlite"]
+
+
+def _psycopg_dsn(url) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url():
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        pytest.skip("TEST_DATABASE_URL is not set")
+    return make_url(url.replace("postgresql://", "postgresql+psycopg://", 1))
+
+
+@pytest.fixture(scope="session")
+def make_postgres_database(postgres_server_url):
+    """Create fresh PostgreSQL databases for this run; all are dropped at the end."""
+    created = []
+
+    def make() -> str:
+        name = f"credits_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(_psycopg_dsn(postgres_server_url), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return postgres_server_url.set(database=name).render_as_string(hide_password=False)
+
+    yield make
+    with psycopg.connect(_psycopg_dsn(postgres_server_url), autocommit=True) as conn:
+        for name in created:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def config_for(database_url: str, **overrides) -> type[TestConfig]:
+    return type("Config", (TestConfig,), {"SQLALCHEMY_DATABASE_URI": database_url, **overrides})
+
+
+def migrated(database_url: str) -> None:
+    app = create_app(config_for(database_url))
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request, tmp_path_factory):
+    """A migrated database per backend, shared by the tests of this run."""
+    if request.param == "sqlite":
+        url = "sqlite:///" + str(tmp_path_factory.mktemp("sqlite") / "credits.sqlite3")
+    else:
+        url = request.getfixturevalue("make_postgres_database")()
+    migrated(url)
+    return url
+
+
+class Clock:
+    """A clock tests can stop at an instant; it runs in real time until set."""
+
+    def __init__(self):
+        self.frozen: datetime | None = None
+
+    def __call__(self) -> datetime:
+        return self.frozen or utc_now()
+
+    def set(self, iso: str) -> None:
+        self.frozen = datetime.fromisoformat(iso).astimezone(UTC)
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def app_config(database_url, clock):
+    """Override by a fixture of the same name in a test module to change settings."""
+    return config_for(database_url, CLOCK=clock)
+
+
+@pytest.fixture
+def app(app_config):
+    app = create_app(app_config)
+    yield app
+    with app.app_context():
+        session = db.session()
+        names = ", ".join(table.name for table in db.metadata.sorted_tables)
+        if db.engine.dialect.name == "postgresql":
+            session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in reversed(db.metadata.sorted_tables):
+                session.execute(table.delete())
+        session.commit()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def make_key(app, name: str, role: str, expires_in_days: int | None = None) -> str:
+    with app.app_context():
+        return ApiKeys(db.session(), app.config["CLOCK"]).create(name, role, expires_in_days)
+
+
+@pytest.fixture
+def keys(app):
+    """One key per role; the write key's name is what audit entries record as adminId."""
+    return {
+        "write": make_key(app, "alice@example.com", "write"),
+        "read": make_key(app, "reader@example.com", "read"),
+        "service": make_key(app, "platform", "service"),
+    }
+
+
+class Api:
+    """The test client with a key: api.post(path, json=..., key="read")."""
+
+    def __init__(self, client, keys):
+        self.client = client
+        self.keys = keys
+
+    def request(self, method, path, key="write", headers=None, **kwargs):
+        headers = dict(headers or {})
+        if key is not None:
+            headers["Authorization"] = f"Bearer {self.keys.get(key, key)}"
+        return self.client.open(path, method=method, headers=headers, **kwargs)
+
+    def get(self, path, **kwargs):
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path, **kwargs):
+        return self.request("POST", path, **kwargs)
+
+    def put(self, path, **kwargs):
+        return self.request("PUT", path, **kwargs)
+
+    def delete(self, path, **kwargs):
+        return self.request("DELETE", path, **kwargs)
+
+    def create_client(self, client_id="acme", name="Acme Corp", **extra):
+        response = self.post("/api/admin/clients", json={"id": client_id, "name": name, **extra})
+        assert response.status_code == 201, response.get_json()
+        return response.get_json()
+
+
+@pytest.fixture
+def api(client, keys):
+    return Api(client, keys)
