@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 5000
+
+.PHONY: install run test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## make run: install, migrate, print a write key on an empty database, serve on http://$(HOST):$(PORT)
+run: install
+	$(BIN)/flask --app app db upgrade
+	@$(BIN)/flask --app app keys bootstrap
+	$(BIN)/flask --app app run --host $(HOST) --port $(PORT)
+
+## make test: install, run the whole suite (PostgreSQL too when TEST_DATABASE_URL is set)
+test: install
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache

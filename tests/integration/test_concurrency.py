@@ -1,0 +1,268 @@
+"""Concurrency proofs against real processes: gunicorn workers and two instances sharing a database.
+
+Each test drives many parallel HTTP clients and then checks the numbers are exact: no lost
+grant, no oversold credit, one change per idempotency key, every audit entry matching a
+committed change. PostgreSQL is the production database; SQLite runs where one instance applies.
+"""
+
+import json
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from conftest import make_key, migrated, config_for
+from credits_service import create_app
+
+from .servers import Instance
+
+pytestmark = pytest.mark.integration
+
+THREADS = 32
+
+
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
+def backend(request, tmp_path_factory):
+    if request.param == "postgresql":
+        url = request.getfixturevalue("make_postgres_database")()
+    else:
+        url = "sqlite:///" + str(tmp_path_factory.mktemp("concurrency") / "credits.sqlite3")
+    migrated(url)
+    app = create_app(config_for(url))
+    keys = {
+        "write": make_key(app, "alice@example.com", "write"),
+        "service": make_key(app, "platform", "service"),
+    }
+    return request.param, url, keys
+
+
+@pytest.fixture(scope="module")
+def instances(backend, tmp_path_factory):
+    """Two instances (PostgreSQL) or one (SQLite: one machine, one file), four workers each."""
+    name, url, _ = backend
+    logs = tmp_path_factory.mktemp("logs")
+    count = 2 if name == "postgresql" else 1
+    started = [Instance(url, workers=4, log_path=logs / f"gunicorn-{i}.log").start() for i in range(count)]
+    yield started
+    for instance in started:
+        instance.stop()
+
+
+class Caller:
+    """A requests session per thread, spreading calls across the instances."""
+
+    def __init__(self, instances, keys):
+        self.urls = [instance.url for instance in instances]
+        self.keys = keys
+        self.local = threading.local()
+
+    def session(self) -> requests.Session:
+        if not hasattr(self.local, "session"):
+            self.local.session = requests.Session()
+        return self.local.session
+
+    def call(self, i, method, path, key="write", body=None, headers=None):
+        url = self.urls[i % len(self.urls)] + path
+        headers = {"Authorization": f"Bearer {self.keys[key]}", **(headers or {})}
+        response = self.session().request(method, url, json=body, headers=headers, timeout=60)
+        return response.status_code, response.json() if response.content else None
+
+    def parallel(self, calls):
+        """Run calls [(method, path, key, body, headers)] in parallel; results in call order."""
+        with ThreadPoolExecutor(THREADS) as pool:
+            futures = [pool.submit(self.call, i, *c) for i, c in enumerate(calls)]
+            return [f.result() for f in futures]
+
+
+@pytest.fixture
+def caller(instances, backend):
+    return Caller(instances, backend[2])
+
+
+_ids = iter(range(10**6))
+
+
+@pytest.fixture
+def client_id(caller):
+    """A fresh client on the free plan (limit 100)."""
+    client_id = f"race-{os.getpid()}-{next(_ids)}"
+    status, body = caller.call(0, "POST", "/api/admin/clients", body={"id": client_id, "name": "Race"})
+    assert status == 201, body
+    return client_id
+
+
+def audit_entries(caller, client_id, action=None):
+    """Every audit entry of the client, oldest first."""
+    entries, offset = [], 0
+    while offset is not None:
+        query = f"?limit=100&offset={offset}" + (f"&action={action}" if action else "")
+        status, page = caller.call(0, "GET", f"/api/admin/clients/{client_id}/audit-log{query}")
+        assert status == 200, page
+        entries.extend(page["items"])
+        offset = page["nextOffset"]
+    return sorted(entries, key=lambda e: e["id"])
+
+
+def assert_grant_chain(entries, start, amount):
+    """previousValue -> newValue of successive grants form one unbroken chain."""
+    expected = start
+    for entry in entries:
+        assert entry["previousValue"] == str(expected)
+        expected += amount
+        assert entry["newValue"] == str(expected)
+    return expected
+
+
+def quota_status(caller, client_id):
+    status, body = caller.call(0, "GET", f"/api/clients/{client_id}/quota-status", key="service")
+    assert status == 200, body
+    return body
+
+
+def test_parallel_grants_lose_no_increment(caller, client_id):
+    amount, grants = 7, 200
+    results = caller.parallel(
+        [("POST", f"/api/admin/clients/{client_id}/credits", "write", {"action": "grant", "amount": amount})]
+        * grants
+    )
+    assert Counter(status for status, _ in results) == {200: grants}
+    assert quota_status(caller, client_id)["generationsLimit"] == 100 + grants * amount
+
+    entries = audit_entries(caller, client_id)
+    assert len(entries) == grants
+    assert {e["action"] for e in entries} == {"credit_grant"}
+    assert assert_grant_chain(entries, 100, amount) == 100 + grants * amount
+    # Each answer reports the change its own entry recorded.
+    assert sorted(body["newLimit"] for _, body in results) == [int(e["newValue"]) for e in entries]
+
+
+def test_parallel_consumption_never_oversells(caller, client_id):
+    limit = 50
+    status, _ = caller.call(0, "PUT", f"/api/admin/clients/{client_id}/quota",
+                            body={"monthlyGenerationLimit": limit})
+    assert status == 200
+    results = caller.parallel(
+        [("POST", f"/api/clients/{client_id}/usage", "service", {"count": 1})] * (4 * limit)
+    )
+    statuses = Counter(status for status, _ in results)
+    assert statuses == {200: limit, 402: 3 * limit}
+    # Each success saw a distinct count: 1..limit, no two requests shared an increment.
+    assert sorted(body["generationCount"] for status, body in results if status == 200) == list(
+        range(1, limit + 1)
+    )
+    assert all(body["remaining"] == 0 for status, body in results if status == 402)
+    assert quota_status(caller, client_id)["generationsUsed"] == limit
+
+
+def test_one_change_per_idempotency_key(caller, client_id):
+    headers = {"Idempotency-Key": f"grant-{client_id}"}
+    results = caller.parallel(
+        [("POST", f"/api/admin/clients/{client_id}/credits", "write", {"action": "grant", "amount": 25},
+          headers)] * 20
+    )
+    statuses = Counter(status for status, _ in results)
+    assert set(statuses) <= {200, 409}, statuses
+    assert statuses[200] >= 1
+    assert {json.dumps(body, sort_keys=True) for status, body in results if status == 200} == {
+        json.dumps({"action": "grant", "currentUsage": 0, "previousLimit": 100, "newLimit": 125,
+                    "remaining": 125}, sort_keys=True)
+    }
+    assert quota_status(caller, client_id)["generationsLimit"] == 125
+    assert len(audit_entries(caller, client_id)) == 1
+
+    usage_headers = {"Idempotency-Key": f"use-{client_id}"}
+    results = caller.parallel(
+        [("POST", f"/api/clients/{client_id}/usage", "service", {"count": 3}, usage_headers)] * 20
+    )
+    assert set(status for status, _ in results) <= {200, 409}
+    assert quota_status(caller, client_id)["generationsUsed"] == 3
+
+
+def assert_serializable(caller, client_id, start_limit, amount, results, kinds):
+    """The end state and every answer fit one serial order of the requests."""
+    grants = [body for (status, body), kind in zip(results, kinds) if kind == "grant" and status == 200]
+    resets = [body for (status, body), kind in zip(results, kinds) if kind == "reset" and status == 200]
+    consumed = [body for (status, body), kind in zip(results, kinds) if kind == "use" and status == 200]
+    refused = [body for (status, body), kind in zip(results, kinds) if kind == "use" and status == 402]
+    assert len(grants) + len(resets) + len(consumed) + len(refused) == len(results)
+
+    final = quota_status(caller, client_id)
+    assert final["generationsLimit"] == start_limit + amount * len(grants)
+    grant_entries = audit_entries(caller, client_id, "credit_grant")
+    assert assert_grant_chain(grant_entries, start_limit, amount) == final["generationsLimit"]
+
+    # Between resets the successful consumptions counted 1, 2, 3, ...: the counts seen are
+    # exactly the ranges ending at each reset's previousUsage, plus the final count.
+    reset_entries = audit_entries(caller, client_id, "usage_reset")
+    assert len(reset_entries) == len(resets)
+    epochs = [e["details"]["previousUsage"] for e in reset_entries] + [final["generationsUsed"]]
+    expected = sorted(n for epoch in epochs for n in range(1, epoch + 1))
+    assert sorted(body["generationCount"] for body in consumed) == expected
+    for body in consumed + refused:
+        assert body["remaining"] == body["limit"] - body["generationCount"]
+    for body in refused:  # refused only when that request would have gone over the limit
+        assert body["generationCount"] + 1 > body["limit"]
+
+
+def test_reset_racing_consumption_and_grants(caller, client_id):
+    amount = 5
+    calls, kinds = [], []
+    for i in range(150):
+        if i % 50 == 25:
+            calls.append(("POST", f"/api/admin/clients/{client_id}/credits", "write", {"action": "reset"}))
+            kinds.append("reset")
+        elif i % 10 == 3:
+            calls.append(("POST", f"/api/admin/clients/{client_id}/credits", "write",
+                          {"action": "grant", "amount": amount}))
+            kinds.append("grant")
+        else:
+            calls.append(("POST", f"/api/clients/{client_id}/usage", "service", {"count": 1}))
+            kinds.append("use")
+    results = caller.parallel(calls)
+    assert_serializable(caller, client_id, 100, amount, results, kinds)
+
+
+def test_killed_worker_leaves_consistent_numbers(backend, caller, instances, client_id):
+    """SIGKILL workers mid-load; after a restart, every audit entry matches a committed change."""
+    amount = 3
+    stop = threading.Event()
+    outcomes = Counter()
+    counting = threading.Lock()
+
+    def load(i):
+        while not stop.is_set():
+            try:
+                status, _ = caller.call(i, "POST", f"/api/admin/clients/{client_id}/credits",
+                                        body={"action": "grant", "amount": amount})
+                outcome = status
+                caller.call(i, "POST", f"/api/clients/{client_id}/usage", key="service", body={"count": 1})
+            except requests.RequestException:
+                outcome = "lost"
+            with counting:
+                outcomes[outcome] += 1
+
+    with ThreadPoolExecutor(8) as pool:
+        for i in range(8):
+            pool.submit(load, i)
+        for _ in range(3):
+            time.sleep(0.7)
+            victim = instances[0].worker_pids()[0]
+            os.kill(victim, signal.SIGKILL)
+        time.sleep(0.7)
+        stop.set()
+
+    # Restart every instance, then read the state through the API.
+    for instance in instances:
+        instance.stop()
+        instance.start()
+    final = quota_status(caller, client_id)
+    entries = audit_entries(caller, client_id, "credit_grant")
+    assert outcomes[200] > 0
+    assert outcomes[200] <= len(entries) <= outcomes[200] + outcomes["lost"]
+    # The limit moved exactly as the committed entries say: no change without its entry, no entry without its change.
+    assert assert_grant_chain(entries, 100, amount) == final["generationsLimit"]

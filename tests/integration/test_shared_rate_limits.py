@@ -1,0 +1,67 @@
+"""Rate limits are per principal across instances only when the counters live in Redis."""
+
+import os
+
+import pytest
+import redis
+import requests
+
+from conftest import config_for, make_key, migrated
+from credits_service import create_app
+
+from .servers import Instance
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def database(tmp_path):
+    url = "sqlite:///" + str(tmp_path / "credits.sqlite3")
+    migrated(url)
+    return url, make_key(create_app(config_for(url)), "alice@example.com", "write")
+
+
+def two_instances(url, tmp_path, storage):
+    env = {"RATELIMIT_ENABLED": "true", "RATE_LIMIT_WRITE": "3/minute", "RATELIMIT_STORAGE_URI": storage}
+    return [Instance(url, workers=1, log_path=tmp_path / f"gunicorn-{i}.log", env=env).start() for i in range(2)]
+
+
+def writes(instances, key, count):
+    statuses = []
+    for i in range(count):
+        response = requests.post(
+            instances[i % 2].url + "/api/admin/clients",
+            json={"name": f"Client {i}"},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+        statuses.append(response.status_code)
+        if response.status_code == 429:
+            assert int(response.headers["Retry-After"]) > 0
+            assert "error" in response.json()
+    return statuses
+
+
+def test_redis_shares_one_limit_across_instances(database, tmp_path):
+    redis_url = os.environ.get("TEST_REDIS_URL")
+    if not redis_url:
+        pytest.skip("TEST_REDIS_URL is not set")
+    redis.Redis.from_url(redis_url).flushdb()
+    url, key = database
+    instances = two_instances(url, tmp_path, redis_url)
+    try:
+        assert writes(instances, key, 5) == [201, 201, 201, 429, 429]
+    finally:
+        for instance in instances:
+            instance.stop()
+
+
+def test_memory_storage_counts_per_instance(database, tmp_path):
+    """Why the README says several instances need Redis: each one counts on its own."""
+    url, key = database
+    instances = two_instances(url, tmp_path, "memory://")
+    try:
+        assert writes(instances, key, 8) == [201] * 6 + [429, 429]
+    finally:
+        for instance in instances:
+            instance.stop()
