@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 from flask import current_app, g, request
 from flask_httpauth import HTTPTokenAuth
+from flask_smorest import Blueprint
 
 from .errors import HTTP_MESSAGES, error_response
 from .extensions import db, limiter
@@ -47,8 +48,9 @@ def _roles(principal: Principal) -> tuple[str, ...]:
 
 @auth.error_handler
 def _auth_error(status: int):
+    # flask-httpauth skips verify_token without a Bearer header; resolving here logs that too.
+    principal = current_principal()
     if status == 403:
-        principal = current_principal()
         security_log.warning(
             "forbidden: key %s (role %s) on %s %s",
             principal.name, principal.role, request.method, request.path,
@@ -77,8 +79,17 @@ def _guard(roles: list[str], limit_kind: str):
     def decorate(view):
         guarded = auth.login_required(role=roles)(view)
         guarded = limiter.limit(_rate_limit(limit_kind), key_func=rate_limit_key)(guarded)
-        guarded.required_roles = roles
-        return guarded
+        return Blueprint.doc(
+            security=[{"bearerAuth": []}],
+            description=f"{(view.__doc__ or '').strip()}\n\nRequires a key with role: {' or '.join(roles)}.",
+            responses={
+                "401": "UNAUTHORIZED",
+                "403": "FORBIDDEN",
+                "429": "TOO_MANY_REQUESTS",
+                "503": "SERVICE_UNAVAILABLE",
+            },
+            **{"x-required-roles": roles},
+        )(guarded)
 
     return decorate
 
