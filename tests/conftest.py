@@ -129,6 +129,15 @@ def make_key(app, name: str, role: str, expires_in_days: int | None = None) -> s
         return ApiKeys(db.session(), app.config["CLOCK"]).create(name, role, expires_in_days)
 
 
+def issue_keys(database_url: str, **roles_by_name: str) -> dict[str, str]:
+    """Keys for a database that real server processes use: {name: key}."""
+    app = create_app(config_for(database_url))
+    keys = {name: make_key(app, name, role) for name, role in roles_by_name.items()}
+    with app.app_context():
+        db.engine.dispose()
+    return keys
+
+
 @pytest.fixture
 def keys(app):
     """One key per role; the write key's name is what audit entries record as adminId."""

@@ -16,8 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import make_key, migrated, config_for
-from credits_service import create_app
+from conftest import issue_keys, migrated
 
 from .servers import Instance
 
@@ -33,12 +32,8 @@ def backend(request, tmp_path_factory):
     else:
         url = "sqlite:///" + str(tmp_path_factory.mktemp("concurrency") / "credits.sqlite3")
     migrated(url)
-    app = create_app(config_for(url))
-    keys = {
-        "write": make_key(app, "alice@example.com", "write"),
-        "service": make_key(app, "platform", "service"),
-    }
-    return request.param, url, keys
+    issued = issue_keys(url, **{"alice@example.com": "write", "platform": "service"})
+    return request.param, url, {"write": issued["alice@example.com"], "service": issued["platform"]}
 
 
 @pytest.fixture(scope="module")

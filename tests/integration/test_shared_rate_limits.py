@@ -6,8 +6,7 @@ import pytest
 import redis
 import requests
 
-from conftest import config_for, make_key, migrated
-from credits_service import create_app
+from conftest import issue_keys, migrated
 
 from .servers import Instance
 
@@ -18,7 +17,7 @@ pytestmark = pytest.mark.integration
 def database(tmp_path):
     url = "sqlite:///" + str(tmp_path / "credits.sqlite3")
     migrated(url)
-    return url, make_key(create_app(config_for(url)), "alice@example.com", "write")
+    return url, issue_keys(url, **{"alice@example.com": "write"})["alice@example.com"]
 
 
 def two_instances(url, tmp_path, storage):

@@ -1,0 +1,372 @@
+"""Bearer keys, roles, the keys CLI, key storage and per-principal rate limits."""
+
+import hashlib
+import logging
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from conftest import config_for, make_key
+from credits_service.extensions import db
+
+SECURITY_LOGGER = "credits_service.security"
+
+# (method, path, body, the role a valid key needs)
+ROUTES = [
+    ("POST", "/api/admin/clients", {"id": "other", "name": "Other"}, "write"),
+    ("GET", "/api/admin/clients", None, "read"),
+    ("GET", "/api/admin/clients/acme", None, "read"),
+    ("DELETE", "/api/admin/clients/acme", None, "write"),
+    ("GET", "/api/admin/clients/acme/quota", None, "read"),
+    ("PUT", "/api/admin/clients/acme/quota", {"plan": "pro"}, "write"),
+    ("POST", "/api/admin/clients/acme/credits", {"action": "grant", "amount": 5}, "write"),
+    ("GET", "/api/admin/clients/acme/audit-log", None, "read"),
+    ("POST", "/api/clients/acme/usage", {"count": 1}, "service"),
+    ("GET", "/api/clients/acme/quota-status", None, "read"),
+]
+ROUTE_IDS = [f"{method} {path}" for method, path, _, _ in ROUTES]
+ADMIN_ROUTES = [route for route in ROUTES if route[1].startswith("/api/admin/")]
+ADMIN_WRITE_ROUTES = [route for route in ADMIN_ROUTES if route[3] == "write"]
+ADMIN_READ_ROUTES = [route for route in ADMIN_ROUTES if route[3] == "read"]
+SUCCESS = {"POST /api/admin/clients": 201, "DELETE /api/admin/clients/acme": 204}
+
+
+def call(api, route, key, headers=None):
+    method, path, body, _ = route
+    kwargs = {"json": body} if body is not None else {}
+    return api.request(method, path, key=key, headers=headers, **kwargs)
+
+
+def assert_error(response, status):
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.is_json
+    body = response.get_json()
+    assert set(body) <= {"error", "fields"}
+    assert isinstance(body["error"], str) and body["error"]
+
+
+def state(api):
+    """Everything a refused write could have touched, read with the admin key."""
+    clients = api.get("/api/admin/clients", key="write").get_json()
+    quota = api.get("/api/admin/clients/acme/quota", key="write").get_json()
+    audit = api.get("/api/admin/clients/acme/audit-log", key="write").get_json()
+    return clients, quota, audit
+
+
+def cli(runner, *args):
+    return runner.invoke(args=["keys", *args])
+
+
+def key_ids(app, name):
+    with app.app_context():
+        rows = db.session().execute(text("SELECT id FROM api_keys WHERE name = :name ORDER BY id"), {"name": name})
+        return [row[0] for row in rows]
+
+
+def later(days):
+    return (datetime.now(UTC) + timedelta(days=days)).isoformat()
+
+
+@pytest.fixture
+def acme(api):
+    return api.create_client("acme", "Acme Corp")
+
+
+# ---- 401 ---------------------------------------------------------------------
+
+
+ROLES = ("read", "write", "service")
+
+
+def _missing(app, runner, clock):
+    return dict.fromkeys(ROLES), {}
+
+
+def _unknown(app, runner, clock):
+    return dict.fromkeys(ROLES, "cs_" + "A" * 43), {}
+
+
+def _malformed(app, runner, clock):
+    return dict.fromkeys(ROLES), {"Authorization": "Basic dXNlcjpzZWNyZXQtcGFzc3dvcmQ="}
+
+
+def _expired(app, runner, clock):
+    keys = {role: make_key(app, f"temporary-{role}@example.com", role, expires_in_days=1) for role in ROLES}
+    clock.set(later(2))
+    return keys, {}
+
+
+def _revoked(app, runner, clock):
+    keys = {role: make_key(app, "departed@example.com", role) for role in ROLES}
+    assert cli(runner, "revoke", "departed@example.com").exit_code == 0
+    return keys, {}
+
+
+BAD_KEYS = {"missing": _missing, "unknown": _unknown, "malformed": _malformed,
+            "expired": _expired, "revoked": _revoked}
+
+
+@pytest.mark.parametrize("kind", BAD_KEYS)
+def test_bad_key_is_401_with_bearer_challenge_on_every_route(api, app, runner, clock, acme, kind):
+    before = state(api)
+    keys, headers = BAD_KEYS[kind](app, runner, clock)
+    wrong = {}
+    for route in ROUTES:
+        response = call(api, route, keys[route[3]], headers)
+        body = response.get_json(silent=True)
+        challenge = response.headers.get("WWW-Authenticate", "")
+        if not (response.status_code == 401 and challenge.startswith("Bearer")
+                and isinstance(body, dict) and set(body) <= {"error", "fields"} and body.get("error")):
+            wrong[f"{route[0]} {route[1]}"] = (response.status_code, challenge, body)
+    assert wrong == {}
+    assert state(api) == before
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
+def test_each_route_answers_a_key_of_its_role(api, acme, route):
+    response = call(api, route, route[3])
+    method, path, _, _ = route
+    assert response.status_code == SUCCESS.get(f"{method} {path}", 200), response.get_json()
+
+
+def test_expiring_key_works_until_it_expires(api, app, clock, acme):
+    key = make_key(app, "temporary@example.com", "read", expires_in_days=1)
+    assert api.get("/api/admin/clients/acme", key=key).status_code == 200
+    clock.set(later(2))
+    assert_error(api.get("/api/admin/clients/acme", key=key), 401)
+
+
+@pytest.mark.parametrize("kind", BAD_KEYS)
+def test_failed_authentication_is_a_security_event_without_the_key(api, app, runner, clock, acme, caplog, kind):
+    caplog.set_level(logging.INFO)
+    keys, headers = BAD_KEYS[kind](app, runner, clock)
+    key = keys["write"]
+    caplog.clear()
+    response = api.post("/api/admin/clients/acme/credits", json={"action": "grant", "amount": 5},
+                        key=key, headers=headers)
+    assert response.status_code == 401
+    events = [r for r in caplog.records if r.name == SECURITY_LOGGER]
+    assert len(events) == 1
+    assert events[0].levelno >= logging.WARNING
+    presented = key or headers.get("Authorization", "").partition(" ")[2]
+    if presented:
+        assert presented not in caplog.text
+        assert all(presented not in str(vars(record)) for record in caplog.records)
+
+
+def test_forbidden_attempt_is_a_security_event_without_the_key(api, keys, acme, caplog):
+    caplog.set_level(logging.INFO)
+    response = api.post("/api/admin/clients/acme/credits", json={"action": "grant", "amount": 5}, key="read")
+    assert response.status_code == 403
+    events = [r for r in caplog.records if r.name == SECURITY_LOGGER]
+    assert len(events) == 1
+    assert events[0].levelno >= logging.WARNING
+    assert keys["read"] not in caplog.text
+    assert all(keys["read"] not in str(vars(record)) for record in caplog.records)
+
+
+# ---- roles -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route", ADMIN_WRITE_ROUTES, ids=lambda route: f"{route[0]} {route[1]}")
+def test_read_key_on_write_route_is_403_and_changes_nothing(api, acme, route):
+    before = state(api)
+    assert_error(call(api, route, "read"), 403)
+    assert state(api) == before
+
+
+@pytest.mark.parametrize("route", ADMIN_READ_ROUTES, ids=lambda route: f"{route[0]} {route[1]}")
+def test_write_key_may_read(api, acme, route):
+    assert call(api, route, "write").status_code == 200
+
+
+@pytest.mark.parametrize("route", ADMIN_ROUTES, ids=lambda route: f"{route[0]} {route[1]}")
+def test_service_key_on_admin_route_is_403(api, acme, route):
+    before = state(api)
+    assert_error(call(api, route, "service"), 403)
+    assert state(api) == before
+
+
+@pytest.mark.parametrize("role", ["read", "write"])
+def test_admin_keys_may_not_consume_usage(api, acme, role):
+    before = state(api)
+    assert_error(api.post("/api/clients/acme/usage", json={"count": 1}, key=role), 403)
+    assert state(api) == before
+    assert api.get("/api/clients/acme/quota-status", key="service").get_json()["generationsUsed"] == 0
+
+
+@pytest.mark.parametrize("role", ["service", "read", "write"])
+def test_every_role_may_read_quota_status(api, acme, role):
+    response = api.get("/api/clients/acme/quota-status", key=role)
+    assert response.status_code == 200
+    assert response.get_json()["generationsLimit"] == 100
+
+
+# ---- adminId is the key's name -------------------------------------------------
+
+
+def test_audit_admin_id_is_the_key_name(api, acme):
+    assert api.put("/api/admin/clients/acme/quota", json={"plan": "pro"}).status_code == 200
+    entry = api.get("/api/admin/clients/acme/audit-log", key="read").get_json()["items"][0]
+    assert entry["adminId"] == "alice@example.com"
+
+
+def grant(api, amount, key="write"):
+    return api.post("/api/admin/clients/acme/credits", json={"action": "grant", "amount": amount}, key=key)
+
+
+def test_admin_id_is_stable_across_key_rotation(api, app, runner, keys, acme):
+    old_key = keys["write"]
+    assert grant(api, 1, key=old_key).status_code == 200
+    assert cli(runner, "revoke", "alice@example.com").exit_code == 0
+    new_key = make_key(app, "alice@example.com", "write")
+    assert_error(grant(api, 2, key=old_key), 401)
+    assert grant(api, 3, key=new_key).status_code == 200
+    items = api.get("/api/admin/clients/acme/audit-log", key="read").get_json()["items"]
+    assert [(entry["details"]["amount"], entry["adminId"]) for entry in items] == [
+        (3, "alice@example.com"),
+        (1, "alice@example.com"),
+    ]
+
+
+# ---- the keys CLI --------------------------------------------------------------
+
+
+KEY_SHAPE = re.compile(r"[A-Za-z0-9]+_[A-Za-z0-9_-]{43,}")
+
+
+def test_create_prints_the_key_alone(api, runner, acme):
+    result = cli(runner, "create", "ops@example.com", "--role", "write")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("\n") == 1 and result.stdout.endswith("\n")
+    key = result.stdout.strip()
+    assert result.stdout == key + "\n"
+    assert KEY_SHAPE.fullmatch(key), key
+    assert api.get("/api/admin/clients/acme", key=key).status_code == 200
+    assert grant(api, 1, key=key).status_code == 200
+
+
+def test_two_creates_give_different_keys(runner):
+    first = cli(runner, "create", "ops@example.com", "--role", "read").stdout.strip()
+    second = cli(runner, "create", "ops@example.com", "--role", "read").stdout.strip()
+    assert KEY_SHAPE.fullmatch(first) and KEY_SHAPE.fullmatch(second)
+    assert first != second
+
+
+@pytest.mark.parametrize("options", [["--role", "bogus"], ["--role", "write", "--expires-in-days", "0"]],
+                         ids=["bogus-role", "zero-days"])
+def test_create_refuses_bad_options(app, runner, options):
+    result = cli(runner, "create", "ops@example.com", *options)
+    assert result.exit_code != 0
+    assert key_ids(app, "ops@example.com") == []
+
+
+def test_list_shows_id_name_role_never_the_key(app, runner):
+    key = cli(runner, "create", "ops@example.com", "--role", "service").stdout.strip()
+    [key_id] = key_ids(app, "ops@example.com")
+    result = cli(runner, "list")
+    assert result.exit_code == 0
+    [line] = [line for line in result.output.splitlines() if "ops@example.com" in line]
+    cells = line.split()
+    assert cells[:3] == [str(key_id), "ops@example.com", "service"]
+    assert key not in result.output
+    assert key.split("_", 1)[1] not in result.output
+
+
+def test_revoke_by_name_revokes_every_key_of_that_name(api, app, runner, acme):
+    first = make_key(app, "bob@example.com", "read")
+    second = make_key(app, "bob@example.com", "write")
+    for key in (first, second):
+        assert api.get("/api/admin/clients/acme", key=key).status_code == 200
+    assert cli(runner, "revoke", "bob@example.com").exit_code == 0
+    for key in (first, second):
+        assert_error(api.get("/api/admin/clients/acme", key=key), 401)
+    assert api.get("/api/admin/clients/acme", key="read").status_code == 200
+
+
+def test_revoke_by_id_revokes_only_that_key(api, app, runner, acme):
+    first = make_key(app, "carol@example.com", "read")
+    second = make_key(app, "carol@example.com", "read")
+    first_id, _ = key_ids(app, "carol@example.com")
+    assert cli(runner, "revoke", str(first_id)).exit_code == 0
+    assert_error(api.get("/api/admin/clients/acme", key=first), 401)
+    assert api.get("/api/admin/clients/acme", key=second).status_code == 200
+
+
+def test_revoke_unknown_name_fails(runner, keys):
+    result = cli(runner, "revoke", "nobody@example.com")
+    assert result.exit_code != 0
+
+
+# ---- storage -------------------------------------------------------------------
+
+
+def test_database_stores_only_the_hash(app, runner):
+    key = cli(runner, "create", "ops@example.com", "--role", "write").stdout.strip()
+    secret = key.split("_", 1)[1]
+    with app.app_context():
+        result = db.session().execute(text("SELECT * FROM api_keys WHERE name = 'ops@example.com'"))
+        columns = list(result.keys())
+        [row] = result.all()
+    stored = dict(zip(columns, row))
+    for column, value in stored.items():
+        assert secret not in str(value), column
+    assert stored["key_hash"] == hashlib.sha256(key.encode()).hexdigest()
+
+
+# ---- rate limits -----------------------------------------------------------------
+
+
+GRANT = {"action": "grant", "amount": 1}
+
+
+class TestRateLimits:
+    @pytest.fixture
+    def app_config(self, database_url, clock):
+        return config_for(database_url, CLOCK=clock, RATELIMIT_ENABLED=True,
+                          RATE_LIMIT_WRITE="3/minute", RATE_LIMIT_READ="5/minute")
+
+    @pytest.fixture
+    def acme(self, api, app):
+        # Created by another principal, so alice's write budget is whole.
+        setup = make_key(app, "setup@example.com", "write")
+        response = api.post("/api/admin/clients", json={"id": "acme", "name": "Acme Corp"}, key=setup)
+        assert response.status_code == 201
+
+    def limit(self, api):
+        quota = api.get("/api/admin/clients/acme/quota", key="read").get_json()["quota"]
+        return quota["monthlyGenerationLimit"]
+
+    def test_fourth_write_in_a_minute_is_429(self, api, acme):
+        for _ in range(3):
+            response = api.post("/api/admin/clients/acme/credits", json=GRANT)
+            assert response.status_code == 200
+            assert "Retry-After" not in response.headers
+        refused = api.post("/api/admin/clients/acme/credits", json=GRANT)
+        assert_error(refused, 429)
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        assert self.limit(api) == 103
+
+    def test_write_limit_is_per_principal(self, api, app, acme):
+        for _ in range(3):
+            assert api.post("/api/admin/clients/acme/credits", json=GRANT).status_code == 200
+        assert api.post("/api/admin/clients/acme/credits", json=GRANT).status_code == 429
+        bob = make_key(app, "bob@example.com", "write")
+        response = api.post("/api/admin/clients/acme/credits", json=GRANT, key=bob)
+        assert response.status_code == 200
+        assert "Retry-After" not in response.headers
+        assert self.limit(api) == 104
+
+    def test_reads_have_their_own_limit(self, api, acme):
+        for _ in range(3):
+            assert api.post("/api/admin/clients/acme/credits", json=GRANT).status_code == 200
+        assert api.post("/api/admin/clients/acme/credits", json=GRANT).status_code == 429
+        for _ in range(5):
+            response = api.get("/api/admin/clients/acme/quota", key="write")
+            assert response.status_code == 200
+            assert "Retry-After" not in response.headers
+        refused = api.get("/api/admin/clients/acme/quota", key="write")
+        assert_error(refused, 429)
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
