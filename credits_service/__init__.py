@@ -7,11 +7,13 @@ import uuid
 
 from flask import Flask, g, request
 from flask_smorest import Api
+from flask_swagger_ui import get_swaggerui_blueprint
 from sqlalchemy import event
 
 from .config import Config
 from .errors import register_error_handlers
 from .extensions import db, limiter, migrate
+from .openapi import SchemaPlugin
 from .schemas import ErrorSchema
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -39,7 +41,7 @@ def create_app(config: type[Config] | None = None) -> Flask:
         _tune_sqlite(app)
     limiter.init_app(app)
 
-    api = CreditsApi(app)
+    api = CreditsApi(app, spec_kwargs={"marshmallow_plugin": SchemaPlugin()})
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
     from .api import audit, clients, credits, quota, usage
 
@@ -48,6 +50,9 @@ def create_app(config: type[Config] | None = None) -> Flask:
     api.register_blueprint(credits.blp, url_prefix="/api/admin/clients")
     api.register_blueprint(audit.blp, url_prefix="/api/admin/clients")
     api.register_blueprint(usage.blp, url_prefix="/api/clients")
+    app.register_blueprint(
+        get_swaggerui_blueprint("/docs", "/openapi.json", config={"app_name": "credits-service", "validatorUrl": None})
+    )
 
     app.teardown_appcontext(lambda exc: db.session.remove())
 

@@ -41,6 +41,8 @@ class Config:
     API_TITLE = "credits-service"
     API_VERSION = "1.0.0"
     OPENAPI_VERSION = "3.0.3"
+    OPENAPI_URL_PREFIX = "/"
+    OPENAPI_JSON_PATH = "openapi.json"
 
     # The clock the service reads; tests replace it to cross month boundaries.
     CLOCK = staticmethod(utc_now)

@@ -6,7 +6,11 @@ from .models import AUDIT_ACTIONS
 from .months import iso_utc
 from .plans import MAX_LIMIT, PLANS, UNLIMITED
 
-CLIENT_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}\Z"
+# Anchored with ^...$ for the OpenAPI document (ECMA regex); FullMatch makes "$" strict in Python too.
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+NO_NUL = r"^[^\x00]*$"
+# Not blank: at least one character other than NUL and ASCII white space.
+NOT_BLANK = r"^[^\x00]*[^\x00 \t\n\r\f\v][^\x00]*$"
 REASON_MAX = 500
 
 
@@ -29,15 +33,33 @@ class StrictInteger(fields.Integer):
         return super()._validated(value)
 
 
-class Text(fields.String):
-    """A string both databases can store: PostgreSQL refuses NUL and unpaired surrogates."""
+class FullMatch(validate.Regexp):
+    """Regexp over the whole string: a trailing newline does not slip past "$"."""
 
-    default_error_messages = {"unstorable": "Must not contain NUL characters or unpaired surrogates."}
+    def __call__(self, value):
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+class Text(fields.String):
+    """A string both databases can store: PostgreSQL refuses NUL and unpaired surrogates.
+
+    `pattern` (matched whole, and stated in the OpenAPI document) refuses NUL; unpaired
+    surrogates cannot be stated there and are refused on their own.
+    """
+
+    default_error_messages = {"surrogate": "Must not contain unpaired surrogates."}
+
+    def __init__(self, *, pattern=NO_NUL, pattern_error="Must not contain NUL characters.",
+                 validate=(), **kwargs):
+        extra = [validate] if callable(validate) else list(validate)
+        super().__init__(validate=[FullMatch(pattern, error=pattern_error), *extra], **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
-        if "\x00" in text or any("\ud800" <= ch <= "\udfff" for ch in text):
-            raise self.make_error("unstorable")
+        if any("\ud800" <= ch <= "\udfff" for ch in text):
+            raise self.make_error("surrogate")
         return text
 
 
@@ -48,11 +70,6 @@ class UTCDateTime(fields.DateTime):
         if value is None:
             return None
         return iso_utc(value)
-
-
-def _not_blank(value: str) -> None:
-    if not value.strip():
-        raise ValidationError("Must not be blank.")
 
 
 def _reason() -> Text:
@@ -72,10 +89,16 @@ def _limit_field(data_key: str) -> StrictInteger:
 
 class ClientCreateSchema(StrictSchema):
     id = Text(
-        validate=validate.Regexp(CLIENT_ID_PATTERN, error="Must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' or '-'."),
+        pattern=CLIENT_ID_PATTERN,
+        pattern_error="Must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' or '-'.",
         metadata={"description": "Generated when absent."},
     )
-    name = Text(required=True, validate=[validate.Length(min=1, max=200), _not_blank])
+    name = Text(
+        required=True,
+        pattern=NOT_BLANK,
+        pattern_error="Must not be blank or contain NUL characters.",
+        validate=validate.Length(min=1, max=200),
+    )
     plan = fields.String(validate=validate.OneOf(PLANS), metadata={"description": "Defaults to free."})
 
 
@@ -94,26 +117,42 @@ class QuotaUpdateSchema(StrictSchema):
     storage_quota_mb = _limit_field("storageQuotaMb")
     reason = _reason()
 
+    # The OpenAPI document states this rule too (see openapi.py).
+    AT_LEAST_ONE_OF = ("plan", "monthly_generation_limit", "storage_quota_mb")
+
     @validates_schema
     def _changes_something(self, data, **kwargs):
-        if not {"plan", "monthly_generation_limit", "storage_quota_mb"} & data.keys():
+        if not set(self.AT_LEAST_ONE_OF) & data.keys():
             raise ValidationError(
                 "Give at least one of plan, monthlyGenerationLimit, storageQuotaMb.", "_schema"
             )
 
 
-class CreditActionSchema(StrictSchema):
-    action = fields.String(required=True, validate=validate.OneOf(("grant", "reset")))
-    amount = StrictInteger(validate=validate.Range(1, 1_000_000_000))
+class GrantCreditsSchema(StrictSchema):
+    action = fields.String(required=True, validate=validate.Equal("grant"))
+    amount = StrictInteger(required=True, validate=validate.Range(1, 1_000_000_000))
     reason = _reason()
 
-    @validates_schema
-    def _amount_goes_with_grant(self, data, **kwargs):
-        action = data.get("action")
-        if action == "grant" and "amount" not in data:
-            raise ValidationError("Required when action is grant.", "amount")
-        if action == "reset" and "amount" in data:
-            raise ValidationError("Only allowed when action is grant.", "amount")
+
+class ResetUsageSchema(StrictSchema):
+    action = fields.String(required=True, validate=validate.Equal("reset"))
+    reason = _reason()
+
+
+class CreditActionSchema(StrictSchema):
+    """A grant or a reset, validated by the schema its action names (documented as oneOf)."""
+
+    ONE_OF = {"grant": GrantCreditsSchema, "reset": ResetUsageSchema}
+
+    def load(self, data, **kwargs):
+        if not isinstance(data, dict):
+            raise ValidationError({"_schema": ["Invalid input type."]})
+        if "action" not in data:
+            raise ValidationError({"action": ["Missing data for required field."]})
+        chosen = self.ONE_OF.get(data["action"]) if isinstance(data["action"], str) else None
+        if chosen is None:
+            raise ValidationError({"action": [f"Must be one of: {', '.join(self.ONE_OF)}."]})
+        return chosen().load(data, **kwargs)
 
 
 class UsageConsumeSchema(StrictSchema):

@@ -32,7 +32,28 @@ class JsonParser(FlaskParser):
 
 
 class Blueprint(SmorestBlueprint):
+    """flask-smorest's Blueprint, documenting the refusals every route of a kind can give."""
+
     ARGUMENTS_PARSER = JsonParser()
+
+    def route(self, rule, **options):
+        register = super().route(rule, **options)
+
+        def decorator(view):
+            if "<client_id>" in rule:
+                view = self.doc(responses={"404": "NOT_FOUND"})(view)
+            return register(view)
+
+        return decorator
+
+    def arguments(self, schema, *, location="json", **kwargs):
+        parse = super().arguments(schema, location=location, **kwargs)
+        if location != "json":
+            return parse
+        body_refusals = self.doc(
+            responses={"413": "REQUEST_ENTITY_TOO_LARGE", "415": "UNSUPPORTED_MEDIA_TYPE"}
+        )
+        return lambda view: body_refusals(parse(view))
 
 
 def credits_service() -> CreditsService:

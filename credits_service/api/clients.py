@@ -11,6 +11,7 @@ blp = Blueprint("clients", __name__, description="Clients and the plan each is o
 @admin_write
 @blp.arguments(ClientCreateSchema)
 @blp.response(201, ClientSchema)
+@blp.alt_response(409, response="CONFLICT", description="A client with this id already exists.")
 def create_client(body):
     """Create a client on a plan (free unless given) with that plan's default limits."""
     return credits_service().create_client(actor(), body["name"], body.get("id"), body.get("plan", "free"))

@@ -4,6 +4,7 @@ import re
 from functools import wraps
 
 from flask import jsonify, request
+from flask_smorest import Blueprint
 
 from ..auth import auth
 from ..errors import DomainError, InvalidRequest
@@ -11,7 +12,9 @@ from ..services.idempotency import StoredResponse, fingerprint
 from . import idempotency_keys
 
 HEADER = "Idempotency-Key"
-VALID_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+# Printable ASCII, at most 255 characters, no white space at either end (HTTP trims it).
+KEY_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$"
+VALID_KEY = re.compile(KEY_PATTERN)
 
 
 def idempotent(schema):
@@ -20,6 +23,21 @@ def idempotent(schema):
     A repeat of the same request answers what the first got, with Idempotent-Replayed: true.
     """
     render = schema().dump
+    documented = Blueprint.doc(
+        parameters=[
+            {
+                "in": "header",
+                "name": HEADER,
+                "required": False,
+                "description": "Makes a retry safe: the same key and body within 24 hours replays the first answer.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": KEY_PATTERN},
+            }
+        ],
+        responses={
+            "409": "CONFLICT",
+            "422": "UNPROCESSABLE_ENTITY",
+        },
+    )
 
     def decorate(view):
         @wraps(view)
@@ -30,7 +48,7 @@ def idempotent(schema):
             if not VALID_KEY.fullmatch(key):
                 raise InvalidRequest(
                     f"The {HEADER} header is invalid.",
-                    fields={HEADER: ["Must be 1 to 255 printable ASCII characters."]},
+                    fields={HEADER: ["Must be 1 to 255 printable ASCII characters, not starting or ending with a space."]},
                 )
             keys = idempotency_keys()
             outcome = keys.claim(
@@ -50,6 +68,6 @@ def idempotent(schema):
                 keys.release(outcome)
                 raise
 
-        return wrapper
+        return documented(wrapper)
 
     return decorate

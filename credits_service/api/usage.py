@@ -1,7 +1,7 @@
 """The platform's side: consume credits and read quota status."""
 
 from ..auth import service_write, status_read
-from ..schemas import QuotaStatusSchema, UsageConsumeSchema, UsageResultSchema
+from ..schemas import QuotaExceededSchema, QuotaStatusSchema, UsageConsumeSchema, UsageResultSchema
 from . import Blueprint, credits_service
 from .idempotency import idempotent
 
@@ -10,8 +10,9 @@ blp = Blueprint("usage", __name__, description="Credit consumption by the genera
 
 @blp.route("/<client_id>/usage", methods=["POST"])
 @service_write
-@blp.arguments(UsageConsumeSchema)
+@blp.arguments(UsageConsumeSchema, required=False)
 @blp.response(200, UsageResultSchema)
+@blp.alt_response(402, schema=QuotaExceededSchema, description="Over the monthly limit; nothing was consumed.")
 @idempotent(UsageResultSchema)
 def consume_usage(body, client_id, idempotency):
     """Add count generations to this UTC month, all or nothing; 402 when over the limit."""

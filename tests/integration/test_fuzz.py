@@ -1,0 +1,62 @@
+"""schemathesis fuzzes a running server from /openapi.json: no 5xx, no undocumented response."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import issue_keys, migrated
+
+from .servers import ROOT, Instance
+
+pytestmark = pytest.mark.integration
+
+MAX_EXAMPLES = os.environ.get("FUZZ_MAX_EXAMPLES", "30")
+
+
+@pytest.fixture(scope="module")
+def server(request, tmp_path_factory):
+    """A server on a fresh database (PostgreSQL when available), with a write and a service key."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        url = request.getfixturevalue("make_postgres_database")()
+    else:
+        url = "sqlite:///" + str(tmp_path_factory.mktemp("fuzz") / "credits.sqlite3")
+    migrated(url)
+    issued = issue_keys(url, **{"fuzz@example.com": "write", "fuzz-platform": "service"})
+    keys = {"CREDITS_KEY": issued["fuzz@example.com"], "CREDITS_SERVICE_KEY": issued["fuzz-platform"]}
+    instance = Instance(url, workers=2, log_path=tmp_path_factory.mktemp("fuzz-logs") / "gunicorn.log").start()
+    yield instance, keys
+    instance.stop()
+
+
+def schemathesis(server, config: Path, *args: str) -> subprocess.CompletedProcess:
+    instance, keys = server
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(config), "run",
+         f"{instance.url}/openapi.json", "--checks", "all", "--max-examples", MAX_EXAMPLES,
+         "--seed", "20261125", "--no-color", *args],
+        env={**os.environ, **keys}, cwd=config.parent, capture_output=True, text=True, timeout=900,
+    )
+
+
+def test_fuzz_every_operation(server):
+    """Generated client ids (mostly unknown), every phase including stateful sequences."""
+    result = schemathesis(server, ROOT / "schemathesis.toml")
+    assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
+
+
+def test_fuzz_an_existing_client(server, tmp_path):
+    """Every operation but DELETE on one existing client, to reach the rules behind the 404."""
+    instance, keys = server
+    response = requests.post(
+        f"{instance.url}/api/admin/clients", json={"id": "fuzzed", "name": "Fuzzed"},
+        headers={"Authorization": f"Bearer {keys['CREDITS_KEY']}"}, timeout=10,
+    )
+    assert response.status_code == 201
+    config = tmp_path / "schemathesis.toml"
+    config.write_text((ROOT / "schemathesis.toml").read_text() + '\n[parameters]\n"path.client_id" = "fuzzed"\n')
+    result = schemathesis(server, config, "--exclude-method", "DELETE", "--phases", "coverage,fuzzing")
+    assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
