@@ -15,6 +15,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
 install: $(VENV)/.installed
 
 ## make run: install, migrate, print a write key on an empty database, serve on http://$(HOST):$(PORT)
@@ -24,8 +28,8 @@ run: install
 	$(BIN)/flask --app app run --host $(HOST) --port $(PORT)
 
 ## make test: install, run the whole suite (PostgreSQL too when TEST_DATABASE_URL is set)
-test: install
+test: install node_modules/.installed
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache
+	rm -rf $(VENV) node_modules instance .pytest_cache
