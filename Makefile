@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: install run test clean
+.PHONY: install browser run test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
+# Debian's Chromium, for the test that renders /docs with no internet.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
 install: $(VENV)/.installed
 
 ## make run: install, migrate, print a write key on an empty database, serve on http://$(HOST):$(PORT)
@@ -28,7 +32,7 @@ run: install
 	$(BIN)/flask --app app run --host $(HOST) --port $(PORT)
 
 ## make test: install, run the whole suite (PostgreSQL too when TEST_DATABASE_URL is set)
-test: install node_modules/.installed
+test: install node_modules/.installed browser
 	$(BIN)/pytest
 
 clean:

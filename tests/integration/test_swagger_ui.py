@@ -1,0 +1,38 @@
+"""/docs renders in a real browser with every host but the server unreachable."""
+
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import migrated
+
+from .servers import Instance
+
+pytestmark = pytest.mark.integration
+
+
+def test_swagger_ui_renders_offline(tmp_path):
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is missing: `make test` installs it with apt-get"
+    url = "sqlite:///" + str(tmp_path / "credits.sqlite3")
+    migrated(url)
+    instance = Instance(url, workers=1, log_path=tmp_path / "gunicorn.log").start()
+    try:
+        result = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}",
+             # Any host but loopback fails to resolve: the page must need nothing from the internet.
+             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+             "--virtual-time-budget=10000", "--dump-dom", f"{instance.url}/docs/"],
+            capture_output=True, text=True, timeout=120,
+        )
+    finally:
+        instance.stop()
+    dom = result.stdout
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Swagger UI fetched /openapi.json and drew one block per operation.
+    assert dom.count('class="opblock opblock-') == 10, dom[:2000]
+    assert "/api/clients/{client_id}/usage" in dom
+    assert "credits-service" in dom
