@@ -78,7 +78,8 @@ def _rate_limit(kind: str) -> Callable[[], str]:
 def _guard(roles: list[str], limit_kind: str):
     def decorate(view):
         guarded = auth.login_required(role=roles)(view)
-        guarded = limiter.limit(_rate_limit(limit_kind), key_func=rate_limit_key)(guarded)
+        # One budget per principal across every route of the kind, not one per route.
+        guarded = limiter.shared_limit(_rate_limit(limit_kind), scope=limit_kind, key_func=rate_limit_key)(guarded)
         return Blueprint.doc(
             security=[{"bearerAuth": []}],
             description=f"{(view.__doc__ or '').strip()}\n\nRequires a key with role: {' or '.join(roles)}.",

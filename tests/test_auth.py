@@ -359,6 +359,13 @@ class TestRateLimits:
         assert "Retry-After" not in response.headers
         assert self.limit(api) == 104
 
+    def test_one_write_budget_across_every_write_route(self, api, acme):
+        assert api.post("/api/admin/clients/acme/credits", json=GRANT).status_code == 200
+        assert api.put("/api/admin/clients/acme/quota", json={"storageQuotaMb": 7}).status_code == 200
+        assert api.post("/api/admin/clients", json={"id": "beta", "name": "Beta"}).status_code == 201
+        assert_error(api.delete("/api/admin/clients/beta"), 429)
+        assert api.get("/api/admin/clients/beta", key="read").status_code == 200
+
     def test_reads_have_their_own_limit(self, api, acme):
         for _ in range(3):
             assert api.post("/api/admin/clients/acme/credits", json=GRANT).status_code == 200
