@@ -148,6 +148,24 @@ def keys(app):
     }
 
 
+def assert_error(response, status, field=None):
+    """The one error shape, {"error": message, "fields"?}; with field, a validation error naming it."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.is_json
+    body = response.get_json()
+    assert isinstance(body, dict) and set(body) <= {"error", "fields"}, body
+    assert isinstance(body["error"], str) and body["error"]
+    if field is not None:
+        assert field in body["fields"], body
+    return body
+
+
+@pytest.fixture
+def acme(api):
+    """The client most tests work on, on the free plan."""
+    return api.create_client("acme", "Acme Corp")
+
+
 class Api:
     """The test client with a key: api.post(path, json=..., key="read")."""
 

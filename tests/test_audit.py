@@ -7,19 +7,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError
 
+from conftest import assert_error
 from credits_service.extensions import db
 
 ENTRY_FIELDS = {"id", "clientId", "adminId", "action", "details", "previousValue", "newValue", "createdAt"}
 
 
-def assert_error(response, status, field=None):
-    """The one error shape; with field, a validation error that names that JSON field."""
-    assert response.status_code == status, response.get_json()
-    body = response.get_json()
-    assert isinstance(body["error"], str) and body["error"]
-    assert set(body) <= {"error", "fields"}
-    if field is not None:
-        assert field in body["fields"], body
 
 
 def log_page(api, query="", client_id="acme"):

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from conftest import config_for, make_key
+from conftest import assert_error, config_for, make_key
 from credits_service.extensions import db
 
 SECURITY_LOGGER = "credits_service.security"
@@ -39,12 +39,6 @@ def call(api, route, key, headers=None):
     return api.request(method, path, key=key, headers=headers, **kwargs)
 
 
-def assert_error(response, status):
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.is_json
-    body = response.get_json()
-    assert set(body) <= {"error", "fields"}
-    assert isinstance(body["error"], str) and body["error"]
 
 
 def state(api):
@@ -67,11 +61,6 @@ def key_ids(app, name):
 
 def later(days):
     return (datetime.now(UTC) + timedelta(days=days)).isoformat()
-
-
-@pytest.fixture
-def acme(api):
-    return api.create_client("acme", "Acme Corp")
 
 
 # ---- 401 ---------------------------------------------------------------------

@@ -5,6 +5,8 @@ from datetime import datetime
 
 import pytest
 
+from conftest import assert_error
+
 CLIENTS = "/api/admin/clients"
 CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 PLAN_DEFAULTS = {
@@ -15,14 +17,6 @@ PLAN_DEFAULTS = {
 }
 
 
-def assert_error(response, status, field=None):
-    """The one error shape; with field, a validation error that names that JSON field."""
-    assert response.status_code == status, response.get_json()
-    body = response.get_json()
-    assert isinstance(body["error"], str) and body["error"]
-    assert set(body) <= {"error", "fields"}
-    if field is not None:
-        assert field in body["fields"], body
 
 
 def parse_instant(text):

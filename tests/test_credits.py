@@ -4,23 +4,13 @@ import logging
 
 import pytest
 
+from conftest import assert_error
+
 CREDITS = "/api/admin/clients/acme/credits"
 MAX_LIMIT = 2_147_483_647
 FREE_LIMIT = 100
 
 
-def assert_error(response, status):
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.is_json
-    body = response.get_json()
-    assert set(body) <= {"error", "fields"}
-    assert isinstance(body["error"], str) and body["error"]
-    return body
-
-
-@pytest.fixture
-def acme(api):
-    return api.create_client("acme", "Acme Corp")
 
 
 def quota(api, client_id="acme"):

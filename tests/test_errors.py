@@ -4,23 +4,12 @@ import json
 
 import pytest
 
+from conftest import assert_error
+
 MAX_BODY = 65536
 CREDITS = "/api/admin/clients/acme/credits"
 
 
-def assert_error(response, status):
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.is_json
-    body = response.get_json()
-    assert isinstance(body, dict)
-    assert set(body) <= {"error", "fields"}
-    assert isinstance(body["error"], str) and body["error"]
-    return body
-
-
-@pytest.fixture
-def acme(api):
-    return api.create_client("acme", "Acme Corp")
 
 
 def generation_limit(api):

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import bindparam, text
 
-from conftest import make_key
+from conftest import assert_error, make_key
 from credits_service.extensions import db
 from credits_service.models import UTCDateTime
 from credits_service.services.idempotency import fingerprint
@@ -77,13 +77,6 @@ def assert_replayed(response, first):
     assert response.headers[REPLAYED] == "true"
 
 
-def assert_error(response, status):
-    assert response.status_code == status
-    assert response.is_json
-    body = response.get_json()
-    assert set(body) <= {"error", "fields"}
-    assert isinstance(body["error"], str) and body["error"]
-    return body
 
 
 # ---- replays -------------------------------------------------------------------

@@ -5,6 +5,8 @@ from datetime import datetime
 
 import pytest
 
+from conftest import assert_error
+
 PLAN_DEFAULTS = {
     "free": (100, 1000),
     "starter": (500, 5000),
@@ -14,14 +16,6 @@ PLAN_DEFAULTS = {
 MAX_INT = 2147483647
 
 
-def assert_error(response, status, field=None):
-    """The one error shape; with field, a validation error that names that JSON field."""
-    assert response.status_code == status, response.get_json()
-    body = response.get_json()
-    assert isinstance(body["error"], str) and body["error"]
-    assert set(body) <= {"error", "fields"}
-    if field is not None:
-        assert field in body["fields"], body
 
 
 def quota_path(client_id="acme"):
