@@ -335,9 +335,9 @@ class CreditsService:
             if used is None:
                 used = self._usage_count(client_id, month)
                 raise QuotaExceeded(
-                    f"Monthly generation limit of {limit} reached: {used} used this month, "
-                    f"{count} requested. The count resets at "
-                    f"{iso_utc(next_month_start(now))}.",
+                    f"Not enough credits: {count} requested, {remaining(limit, used)} left of the "
+                    f"monthly generation limit of {limit} ({used} used in {month}). "
+                    f"The count resets at {iso_utc(next_month_start(now))}.",
                     month=month, generationCount=used, limit=limit, remaining=remaining(limit, used),
                 )
             status = self._usage_status(quota, used, now)
