@@ -14,6 +14,6 @@ COPY app.py boot.sh ./
 COPY migrations ./migrations
 RUN mkdir instance && chown credits instance
 
-USER credits
+USER 10001
 EXPOSE 8000
 CMD ["./boot.sh"]
