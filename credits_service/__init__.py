@@ -41,10 +41,12 @@ def create_app(config: type[Config] | None = None) -> Flask:
         _tune_sqlite(app)
     limiter.init_app(app)
 
-    api = CreditsApi(app, spec_kwargs={"marshmallow_plugin": SchemaPlugin()})
-    api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
-    from .api import audit, clients, credits, quota, usage
+    from .api import ClientIdConverter, audit, clients, credits, quota, usage
 
+    app.url_map.converters["client_id"] = ClientIdConverter
+    api = CreditsApi(app, spec_kwargs={"marshmallow_plugin": SchemaPlugin()})
+    api.register_converter(ClientIdConverter, ClientIdConverter.openapi_schema)
+    api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
     api.register_blueprint(clients.blp, url_prefix="/api/admin/clients")
     api.register_blueprint(quota.blp, url_prefix="/api/admin/clients")
     api.register_blueprint(credits.blp, url_prefix="/api/admin/clients")

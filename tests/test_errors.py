@@ -194,3 +194,29 @@ def test_500_leaks_no_stack_trace_or_sql(boom_client):
     for secret in (SECRET, "secret", "select", "Traceback", "RuntimeError", 'File "'):
         assert secret not in text
     assert response.headers["X-Request-ID"] == "trace-500"
+
+
+# ---- inputs that must not reach the database or the JSON parser's limits --------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ['{"action": ' + "[" * 30000 + "]" * 30000 + "}", '{"action": "grant", "amount": ' + "1" * 5000 + "}"],
+    ids=["nested-too-deep", "integer-too-long"],
+)
+def test_json_the_parser_cannot_hold_is_400(api, acme, raw):
+    response = api.post(CREDITS, data=raw, headers=json_headers())
+    assert assert_error(response, 400)["error"] == "The request body is not valid JSON."
+    assert generation_limit(api) == 100
+
+
+def test_a_non_json_content_type_is_415_even_without_a_body(api, acme):
+    response = api.post("/api/clients/acme/usage", data="", headers={"Content-Type": "text/plain"}, key="service")
+    assert_error(response, 415)
+    assert api.get("/api/clients/acme/quota-status", key="service").get_json()["generationsUsed"] == 0
+
+
+@pytest.mark.parametrize("client_id", ["a%00b", "a b", "a" * 65, "%C3%A9"], ids=["nul", "space", "too-long", "accent"])
+@pytest.mark.parametrize("suffix", ["", "/quota", "/audit-log"])
+def test_a_path_that_cannot_be_a_client_id_is_404(api, client_id, suffix):
+    assert_error(api.get(f"/api/admin/clients/{client_id}{suffix}", key="read"), 404)

@@ -1,14 +1,17 @@
 """HTTP blueprints: each view is guard -> schema -> service -> response."""
 
+import json
 from datetime import timedelta
 
 from flask import abort, current_app
 from flask_smorest import Blueprint as SmorestBlueprint
 from marshmallow import missing
 from webargs.flaskparser import FlaskParser, is_json_request
+from werkzeug.routing import BaseConverter
 
 from ..auth import auth
 from ..extensions import db
+from ..schemas import CLIENT_ID_PATTERN
 from ..services.credits import CreditsService
 from ..services.idempotency import IdempotencyKeys
 
@@ -24,11 +27,26 @@ class JsonParser(FlaskParser):
     }
 
     def _raw_load_json(self, req):
+        if req.mimetype and not is_json_request(req):
+            abort(415)
         if not req.get_data(cache=True):
             return missing
-        if not is_json_request(req):
-            abort(415)
-        return super()._raw_load_json(req)
+        try:
+            return super()._raw_load_json(req)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise  # webargs answers these itself
+        except (RecursionError, ValueError) as error:  # nested too deep; an integer too long
+            self._handle_invalid_json_error(error, req)
+
+
+class ClientIdConverter(BaseConverter):
+    """A path segment that can be a client id; anything else is a 404 before any query."""
+
+    regex = CLIENT_ID_PATTERN.removeprefix("^").removesuffix("$")
+
+    @staticmethod
+    def openapi_schema(converter) -> dict:
+        return {"type": "string", "pattern": CLIENT_ID_PATTERN}
 
 
 class Blueprint(SmorestBlueprint):
@@ -40,7 +58,7 @@ class Blueprint(SmorestBlueprint):
         register = super().route(rule, **options)
 
         def decorator(view):
-            if "<client_id>" in rule:
+            if "<client_id:client_id>" in rule:
                 view = self.doc(responses={"404": "NOT_FOUND"})(view)
             return register(view)
 

@@ -7,7 +7,7 @@ from . import Blueprint, credits_service
 blp = Blueprint("audit", __name__, description="Every admin change to a client's credits.")
 
 
-@blp.route("/<client_id>/audit-log", methods=["GET"])
+@blp.route("/<client_id:client_id>/audit-log", methods=["GET"])
 @admin_read
 @blp.arguments(AuditLogQuerySchema, location="query")
 @blp.response(200, AuditLogPageSchema)

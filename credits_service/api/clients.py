@@ -26,7 +26,7 @@ def list_clients(query):
     return credits_service().list_clients(query["limit"], query["offset"])
 
 
-@blp.route("/<client_id>", methods=["GET"])
+@blp.route("/<client_id:client_id>", methods=["GET"])
 @admin_read
 @blp.response(200, ClientSchema)
 def get_client(client_id):
@@ -34,7 +34,7 @@ def get_client(client_id):
     return credits_service().get_client(client_id)
 
 
-@blp.route("/<client_id>", methods=["DELETE"])
+@blp.route("/<client_id:client_id>", methods=["DELETE"])
 @admin_write
 @blp.response(204)
 def delete_client(client_id):

@@ -8,7 +8,7 @@ from .idempotency import idempotent
 blp = Blueprint("credits", __name__, description="Grant credits or reset usage.")
 
 
-@blp.route("/<client_id>/credits", methods=["POST"])
+@blp.route("/<client_id:client_id>/credits", methods=["POST"])
 @admin_write
 @blp.arguments(CreditActionSchema)
 @blp.response(200, CreditResultSchema)

@@ -7,7 +7,7 @@ from . import Blueprint, actor, credits_service
 blp = Blueprint("quota", __name__, description="Plans and limits, with this month's usage.")
 
 
-@blp.route("/<client_id>/quota", methods=["GET"])
+@blp.route("/<client_id:client_id>/quota", methods=["GET"])
 @admin_read
 @blp.response(200, QuotaOverviewSchema)
 def get_quota(client_id):
@@ -15,7 +15,7 @@ def get_quota(client_id):
     return credits_service().quota_overview(client_id)
 
 
-@blp.route("/<client_id>/quota", methods=["PUT"])
+@blp.route("/<client_id:client_id>/quota", methods=["PUT"])
 @admin_write
 @blp.arguments(QuotaUpdateSchema)
 @blp.response(200, QuotaSchema)

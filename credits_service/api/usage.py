@@ -8,7 +8,7 @@ from .idempotency import idempotent
 blp = Blueprint("usage", __name__, description="Credit consumption by the generation platform.")
 
 
-@blp.route("/<client_id>/usage", methods=["POST"])
+@blp.route("/<client_id:client_id>/usage", methods=["POST"])
 @service_write
 @blp.arguments(UsageConsumeSchema, required=False)
 @blp.response(200, UsageResultSchema)
@@ -19,7 +19,7 @@ def consume_usage(body, client_id, idempotency):
     return credits_service().consume(client_id, body["count"], idempotency)
 
 
-@blp.route("/<client_id>/quota-status", methods=["GET"])
+@blp.route("/<client_id:client_id>/quota-status", methods=["GET"])
 @status_read
 @blp.response(200, QuotaStatusSchema)
 def quota_status(client_id):
