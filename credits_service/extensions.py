@@ -21,7 +21,9 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-db = SQLAlchemy(model_class=Base)
+# Objects keep the values their own transaction wrote after it commits: an answer built after
+# the commit must not re-read a row another request has changed since.
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
 # Routes name their own key function (the authenticated principal); unauthenticated
 # traffic falls back to the remote address.

@@ -108,7 +108,8 @@ class UsageRecord(db.Model):
         String(64), ForeignKey("clients.id", ondelete="CASCADE")
     )
     month: Mapped[str] = mapped_column(String(7))
-    generation_count: Mapped[int] = mapped_column(Integer, default=0)
+    # 64-bit, so count + n never overflows on PostgreSQL, even for unlimited clients.
+    generation_count: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now, onupdate=_now)
 

@@ -305,3 +305,51 @@ def test_quota_status_needs_a_key(api):
     api.create_client()
     response = quota_status(api, key=None)
     assert response.status_code == 401
+
+
+# ---- counts near the 32-bit edge -------------------------------------------------
+
+
+def set_count(app, count, client_id="acme"):
+    """Put this month's count where no test could consume its way to in time."""
+    from sqlalchemy import text
+
+    from credits_service.extensions import db
+
+    with app.app_context():
+        session = db.session()
+        session.execute(
+            text("UPDATE usage_records SET generation_count = :count WHERE client_id = :id AND month = :month"),
+            {"count": count, "id": client_id, "month": MONTH},
+        )
+        session.commit()
+
+
+def test_a_count_past_the_largest_limit_is_refused_not_overflowed(api, app):
+    api.create_client("acme", "Acme Corp")
+    assert api.put("/api/admin/clients/acme/quota", json={"monthlyGenerationLimit": 2147483647}).status_code == 200
+    consumed(api, 1)
+    set_count(app, 2147483000)
+    response = consume(api, json={"count": 1000})
+    assert response.status_code == 402
+    assert response.get_json()["generationCount"] == 2147483000
+    assert consumed(api, 647)["remaining"] == 0
+
+
+def test_an_unlimited_count_grows_past_32_bits(api, app):
+    api.create_client("acme", "Acme Corp", plan="enterprise")
+    consumed(api, 1)
+    set_count(app, 2147483647)
+    assert consumed(api, 1)["generationCount"] == 2147483648
+
+
+def test_near_limit_is_exact_not_rounded(api, app):
+    api.create_client("acme", "Acme Corp")
+    assert api.put("/api/admin/clients/acme/quota", json={"monthlyGenerationLimit": 1000000}).status_code == 200
+    consumed(api, 1)
+    set_count(app, 799995)
+    status = quota_status(api).get_json()
+    assert status["usagePercent"] == 80.0  # 79.9995, rounded for display
+    assert status["isNearLimit"] is False
+    set_count(app, 800000)
+    assert quota_status(api).get_json()["isNearLimit"] is True

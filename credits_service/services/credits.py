@@ -208,9 +208,9 @@ class CreditsService:
     def delete_client(self, actor: str, client_id: str) -> None:
         """Deletes the client with its quota, usage and audit log (the FKs cascade)."""
         with write_transaction(self.session):
-            deleted = self.session.execute(delete(Client).where(Client.id == client_id)).rowcount
-            if not deleted:
-                raise NotFound(f"There is no client with id {client_id!r}.")
+            # The quota row lock first, as every writer takes it: no deadlock with a grant.
+            self._quota(client_id, lock=True)
+            self.session.execute(delete(Client).where(Client.id == client_id))
         self._logged(actor, "client_delete", client_id)
 
     # ---- quota ---------------------------------------------------------------
@@ -382,6 +382,6 @@ class CreditsService:
             usage_percent=percent,
             is_unlimited=unlimited,
             is_at_limit=not unlimited and used >= limit,
-            is_near_limit=not unlimited and percent >= NEAR_LIMIT_PERCENT,
+            is_near_limit=not unlimited and used * 100 >= limit * NEAR_LIMIT_PERCENT,
             reset_date=next_month_start(now),
         )

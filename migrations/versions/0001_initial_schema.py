@@ -88,7 +88,7 @@ def upgrade():
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('client_id', sa.String(length=64), nullable=False),
     sa.Column('month', sa.String(length=7), nullable=False),
-    sa.Column('generation_count', sa.Integer(), nullable=False),
+    sa.Column('generation_count', sa.BigInteger(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.CheckConstraint('generation_count >= 0', name=op.f('ck_usage_records_generation_count')),

@@ -261,3 +261,16 @@ def test_killed_worker_leaves_consistent_numbers(backend, caller, instances, cli
     assert outcomes[200] <= len(entries) <= outcomes[200] + outcomes["lost"]
     # The limit moved exactly as the committed entries say: no change without its entry, no entry without its change.
     assert assert_grant_chain(entries, 100, amount) == final["generationsLimit"]
+
+
+def test_delete_racing_grants_and_consumption_never_deadlocks(caller, client_id):
+    """Every writer takes the quota row lock first, a delete too: no deadlock, no 503."""
+    grant = ("POST", f"/api/admin/clients/{client_id}/credits", "write", {"action": "grant", "amount": 1})
+    use = ("POST", f"/api/clients/{client_id}/usage", "service", {"count": 1})
+    calls = [grant, use] * 30
+    calls.insert(30, ("DELETE", f"/api/admin/clients/{client_id}", "write", None))
+    statuses = Counter(status for status, _ in caller.parallel(calls))
+    assert statuses[204] == 1
+    assert set(statuses) <= {200, 204, 404}, statuses
+    status, _ = caller.call(0, "GET", f"/api/admin/clients/{client_id}")
+    assert status == 404
