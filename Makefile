@@ -21,7 +21,7 @@ node_modules/.installed: package.json package-lock.json
 
 # Debian's Chromium, for the test that renders /docs with no internet.
 browser:
-	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 install: $(VENV)/.installed
 
