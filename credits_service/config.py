@@ -27,6 +27,9 @@ class Config:
     RATELIMIT_ENABLED = _flag("RATELIMIT_ENABLED", True)
     RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
     RATELIMIT_HEADERS_ENABLED = True
+    # Limits protect the service; they are not part of its correctness. When their storage
+    # (Redis) is down, requests go through unlimited and the error is logged.
+    RATELIMIT_SWALLOW_ERRORS = _flag("RATELIMIT_SWALLOW_ERRORS", True)
     RATE_LIMIT_READ = os.environ.get("RATE_LIMIT_READ", "200/minute")
     RATE_LIMIT_WRITE = os.environ.get("RATE_LIMIT_WRITE", "50/minute")
     RATE_LIMIT_SERVICE = os.environ.get("RATE_LIMIT_SERVICE", "6000/minute")

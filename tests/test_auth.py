@@ -366,3 +366,17 @@ class TestRateLimits:
         refused = api.get("/api/admin/clients/acme/quota", key="write")
         assert_error(refused, 429)
         assert 1 <= int(refused.headers["Retry-After"]) <= 60
+
+
+class TestRateLimitStorageDown:
+    """Rate limits protect the service; when their storage is down, requests still go through."""
+
+    @pytest.fixture
+    def app_config(self, database_url, clock):
+        return config_for(database_url, CLOCK=clock, RATELIMIT_ENABLED=True,
+                          RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0", RATE_LIMIT_WRITE="1/minute")
+
+    def test_requests_are_served_when_the_limit_storage_is_unreachable(self, api):
+        assert api.post("/api/admin/clients", json={"id": "a", "name": "A"}).status_code == 201
+        assert api.post("/api/admin/clients", json={"id": "b", "name": "B"}).status_code == 201
+        assert api.get("/api/admin/clients", key="read").get_json()["items"][1]["id"] == "b"
