@@ -10,12 +10,13 @@ serialises writers for the same effect.
 import json
 import logging
 import uuid
+from operator import itemgetter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Row, Select, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -146,10 +147,17 @@ class CreditsService:
             )
         )
 
-    def _page(self, query: Select, limit: int, offset: int) -> Page:
-        rows = list(self.session.scalars(query.limit(limit + 1).offset(offset)))
+    def _page(self, query: Select, limit: int, offset: int, item: Callable[[Row], Any]) -> Page:
+        """One page, asking for one row more to know whether another page follows."""
+        rows = self.session.execute(query.limit(limit + 1).offset(offset)).all()
         more = len(rows) > limit
-        return Page(rows[:limit], limit, offset, offset + limit if more else None)
+        return Page([item(row) for row in rows[:limit]], limit, offset, offset + limit if more else None)
+
+    @staticmethod
+    def _client_views() -> Select:
+        return select(Client.id, Client.name, QuotaLimit.plan, Client.created_at).join(
+            QuotaLimit, QuotaLimit.client_id == Client.id
+        )
 
     @staticmethod
     def _logged(actor: str, action: str, client_id: str) -> None:
@@ -185,22 +193,11 @@ class CreditsService:
         return ClientView(client_id, name, plan, now)
 
     def list_clients(self, limit: int, offset: int) -> Page:
-        query = (
-            select(Client.id, Client.name, QuotaLimit.plan, Client.created_at)
-            .join(QuotaLimit, QuotaLimit.client_id == Client.id)
-            .order_by(Client.created_at, Client.id)
-        )
-        rows = self.session.execute(query.limit(limit + 1).offset(offset)).all()
-        more = len(rows) > limit
-        items = [ClientView(*row) for row in rows[:limit]]
-        return Page(items, limit, offset, offset + limit if more else None)
+        query = self._client_views().order_by(Client.created_at, Client.id)
+        return self._page(query, limit, offset, lambda row: ClientView(*row))
 
     def get_client(self, client_id: str) -> ClientView:
-        row = self.session.execute(
-            select(Client.id, Client.name, QuotaLimit.plan, Client.created_at)
-            .join(QuotaLimit, QuotaLimit.client_id == Client.id)
-            .where(Client.id == client_id)
-        ).first()
+        row = self.session.execute(self._client_views().where(Client.id == client_id)).first()
         if row is None:
             raise NotFound(f"There is no client with id {client_id!r}.")
         return ClientView(*row)
@@ -316,7 +313,7 @@ class CreditsService:
         query = select(CreditAuditLog).where(CreditAuditLog.client_id == client_id)
         if action is not None:
             query = query.where(CreditAuditLog.action == action)
-        return self._page(query.order_by(CreditAuditLog.id.desc()), limit, offset)
+        return self._page(query.order_by(CreditAuditLog.id.desc()), limit, offset, itemgetter(0))
 
     # ---- the platform's side -------------------------------------------------
 
@@ -333,12 +330,13 @@ class CreditsService:
             limit = quota.monthly_generation_limit
             used = self._consume(client_id, month, count, limit, now)
             if used is None:
-                used = self._usage_count(client_id, month)
+                refused = self._usage_status(quota, self._usage_count(client_id, month), now)
                 raise QuotaExceeded(
-                    f"Not enough credits: {count} requested, {remaining(limit, used)} left of the "
-                    f"monthly generation limit of {limit} ({used} used in {month}). "
-                    f"The count resets at {iso_utc(next_month_start(now))}.",
-                    month=month, generationCount=used, limit=limit, remaining=remaining(limit, used),
+                    f"Not enough credits: {count} requested, {refused.remaining} left of the "
+                    f"monthly generation limit of {limit} ({refused.generation_count} used in {month}). "
+                    f"The count resets at {iso_utc(refused.reset_date)}.",
+                    month=month, generationCount=refused.generation_count, limit=limit,
+                    remaining=refused.remaining,
                 )
             status = self._usage_status(quota, used, now)
             if idempotency:
@@ -364,9 +362,8 @@ class CreditsService:
     def quota_status(self, client_id: str) -> QuotaStatus:
         now = self.clock()
         quota = self._quota(client_id)
-        used = self._usage_count(client_id, month_of(now))
-        limit = quota.monthly_generation_limit
-        unlimited = limit == UNLIMITED
+        usage = self._usage_status(quota, self._usage_count(client_id, month_of(now)), now)
+        used, limit, unlimited = usage.generation_count, usage.limit, usage.is_unlimited
         if unlimited:
             percent = 0.0
         elif limit == 0:
@@ -375,13 +372,13 @@ class CreditsService:
             percent = round(used * 100 / limit, 2)
         return QuotaStatus(
             plan=quota.plan,
-            month=month_of(now),
+            month=usage.month,
             generations_used=used,
             generations_limit=limit,
-            generations_remaining=remaining(limit, used),
+            generations_remaining=usage.remaining,
             usage_percent=percent,
             is_unlimited=unlimited,
             is_at_limit=not unlimited and used >= limit,
             is_near_limit=not unlimited and used * 100 >= limit * NEAR_LIMIT_PERCENT,
-            reset_date=next_month_start(now),
+            reset_date=usage.reset_date,
         )
