@@ -4,36 +4,55 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
+PIP := $(BIN)/python -m pip --quiet
+# The same flags for both lock files, so `make lock` is the one way to write them.
+# PIP_COMPILE_ARGS=--upgrade (or --upgrade-package NAME) moves locked versions forward.
+PIP_COMPILE_ARGS ?=
+PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+	--no-emit-index-url --no-emit-find-links $(PIP_COMPILE_ARGS)
 
-.PHONY: install browser run test clean
+.PHONY: install run test lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+# Every package comes from a lock file, with its hash; the project itself goes on top
+# without dependencies, so nothing outside the lock can slip in.
+$(VENV)/.installed-runtime: requirements/runtime.txt pyproject.toml | $(BIN)/python
+	$(PIP) install --require-hashes -r requirements/runtime.txt
+	$(PIP) install --no-deps -e .
+	touch $@
+
+$(VENV)/.installed: requirements/test.txt pyproject.toml | $(BIN)/python
+	$(PIP) install --require-hashes -r requirements/test.txt
+	$(PIP) install --no-deps -e .
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-# Debian's Chromium, for the test that renders /docs with no internet.
-browser:
-	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
-
+## make install: .venv with the test set (runtime + test tools)
 install: $(VENV)/.installed
 
-## make run: install, migrate, print a write key on an empty database, serve on http://$(HOST):$(PORT)
-run: install
+## make run: install the runtime set, migrate, print a write key on an empty database, serve on http://$(HOST):$(PORT)
+run: $(VENV)/.installed-runtime
 	$(BIN)/flask --app app db upgrade
 	@$(BIN)/flask --app app keys bootstrap
 	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 1 --threads 4 --no-control-socket --access-logfile - app:app
 
-## make test: install, run the whole suite (PostgreSQL too when TEST_DATABASE_URL is set)
-test: install node_modules/.installed browser
+## make test: install the test set, run the whole suite (PostgreSQL too when TEST_DATABASE_URL is set).
+## Tests needing a program this machine lacks (chromium, buildah) skip and say how to get it.
+test: install node_modules/.installed
 	$(BIN)/pytest
+
+## make lock: rewrite requirements/*.txt from pyproject.toml (the direct dependencies) with hashes
+lock: | $(BIN)/python
+	$(PIP) install -e '.[dev]'
+	$(PIP_COMPILE) -o requirements/runtime.txt pyproject.toml requirements/also-lock.in
+	$(PIP_COMPILE) --extra test --constraint requirements/runtime.txt -o requirements/test.txt \
+		pyproject.toml requirements/also-lock.in
 
 clean:
 	rm -rf $(VENV) node_modules instance .pytest_cache

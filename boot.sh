@@ -1,7 +1,6 @@
 #!/bin/sh
-# Container entrypoint: migrate, then hand the process over to gunicorn.
+# Container entrypoint: migrate once, then hand the process over to gunicorn (it gets the signals).
 set -e
-flask --app app db upgrade
-flask --app app idempotency purge
-exec gunicorn --bind "0.0.0.0:${PORT:-8000}" --workers "${WEB_CONCURRENCY:-2}" \
-    --no-control-socket --access-logfile - app:app
+# The package is installed as a wheel, so the migrations live beside app.py, not beside the package.
+flask --app app db upgrade --directory /app/migrations
+exec gunicorn -c gunicorn.conf.py app:app

@@ -20,13 +20,18 @@ def free_port() -> int:
 
 
 class Instance:
-    """One gunicorn master with its workers, serving the app on one port."""
+    """One gunicorn master with its workers, serving the app on one port.
+
+    With config (a gunicorn config file such as gunicorn.conf.py) the file's settings apply,
+    but for the bind address and the worker count given here; without, short test settings.
+    """
 
     def __init__(self, database_url: str, workers: int = 4, log_path: Path | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, config: Path | None = None):
         self.database_url = database_url
         self.extra_env = env or {}
         self.workers = workers
+        self.config = config
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -40,11 +45,11 @@ class Instance:
             "LOG_LEVEL": "WARNING",
             **self.extra_env,
         }
+        settings = ["-c", str(self.config)] if self.config else ["--graceful-timeout", "2", "--no-control-socket"]
         with open(self.log_path or os.devnull, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "--workers", str(self.workers),
-                 "--bind", f"127.0.0.1:{self.port}", "--graceful-timeout", "2", "--no-control-socket",
-                 "app:app"],
+                [sys.executable, "-m", "gunicorn", *settings, "--workers", str(self.workers),
+                 "--bind", f"127.0.0.1:{self.port}", "app:app"],
                 cwd=ROOT, env=env, stdout=log, stderr=log,
             )
         deadline = time.monotonic() + 30

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.integration
 
 def test_swagger_ui_renders_offline(tmp_path):
     chromium = shutil.which("chromium")
-    assert chromium, "chromium is missing: `make test` installs it with apt-get"
+    if not chromium:
+        pytest.skip("chromium is not installed: `sudo apt-get install chromium` (.ci/run does)")
     url = "sqlite:///" + str(tmp_path / "credits.sqlite3")
     migrated(url)
     instance = Instance(url, workers=1, log_path=tmp_path / "gunicorn.log").start()

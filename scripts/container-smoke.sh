@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Build the image with buildah and prove it serves, on a machine with no Docker engine and no
+# image registry: a Debian bookworm base made with debootstrap (cached), wheels built on the
+# host (pip in the build cannot reach the index), then the image run against the local
+# PostgreSQL in a database made for this run. Needs root (debootstrap, buildah chroot isolation).
+#
+#   scripts/container-smoke.sh        # CACHE_DIR (default /var/cache/credits-service) keeps the base
+#   PG_URL=postgresql://postgres@127.0.0.1:5432/postgres   the server to make the database on
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE_DIR=${CACHE_DIR:-/var/cache/credits-service}
+PG_URL=${PG_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# /healthz and /readyz come with the health endpoints change; until it is merged a 404 from
+# them is reported and accepted. Make the default 1 once they are served: then only 200 passes.
+HEALTH_ENDPOINTS_REQUIRED=${HEALTH_ENDPOINTS_REQUIRED:-0}
+
+BASE_TAR="$CACHE_DIR/debian-bookworm-python3.tar"
+BASE_IMAGE=localhost/credits-service-base:bookworm
+IMAGE=localhost/credits-service:smoke
+DATABASE="credits_smoke_$$"
+
+say() { printf '\n==> %s\n' "$*"; }
+fail() { printf '\ncontainer-smoke: FAILED: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || fail "run as root: debootstrap and buildah's chroot isolation need it"
+
+containers=()
+server_pid=
+workdir=$(mktemp -d)
+database_made=
+cleanup() {
+    local status=$?
+    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+        kill -TERM "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+    for container in "${containers[@]}"; do
+        buildah rm "$container" >/dev/null 2>&1 || true
+    done
+    if [ -n "$database_made" ]; then
+        psql "$PG_URL" -qc "DROP DATABASE IF EXISTS $DATABASE WITH (FORCE)" >/dev/null 2>&1 || true
+    fi
+    rm -rf "$workdir"
+    [ "$status" = 0 ] && printf '\ncontainer-smoke: passed\n'
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+missing=()
+command -v buildah >/dev/null || missing+=(buildah)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+if [ ${#missing[@]} -gt 0 ]; then
+    say "Installing ${missing[*]} with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null \
+        || fail "could not install ${missing[*]} with apt-get"
+fi
+psql "$PG_URL" -qtAc 'select 1' >/dev/null || fail "PostgreSQL at $PG_URL is not reachable"
+
+if ! buildah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1; then
+    if [ ! -f "$BASE_TAR" ]; then
+        say "Making a Debian bookworm base with debootstrap (once; cached as $BASE_TAR)"
+        mkdir -p "$CACHE_DIR"
+        rootfs="$workdir/rootfs"
+        debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+            bookworm "$rootfs" "$DEBIAN_MIRROR" >"$workdir/debootstrap.log" 2>&1 \
+            || { tail -20 "$workdir/debootstrap.log" >&2; fail "debootstrap did not finish (log above)"; }
+        chroot "$rootfs" apt-get clean
+        rm -rf "$rootfs"/var/lib/apt/lists/*
+        # buildah run mounts /dev, /proc and /sys itself.
+        tar -C "$rootfs" --exclude=./dev/* --exclude=./proc/* --exclude=./sys/* -cf "$BASE_TAR.part" .
+        mv "$BASE_TAR.part" "$BASE_TAR"
+        rm -rf "$rootfs"
+    fi
+    say "Importing the base into buildah as $BASE_IMAGE"
+    container=$(buildah from scratch)
+    containers+=("$container")
+    buildah add --quiet "$container" "$BASE_TAR" / >/dev/null
+    buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$container"
+    buildah commit --quiet "$container" "$BASE_IMAGE" >/dev/null
+fi
+
+say "Building the wheels on the host from requirements/runtime.txt and the project"
+context="$workdir/context"
+mkdir -p "$context"
+# The build context: the files git would commit (tracked or new, not ignored), and the wheels.
+git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$context" 2>/dev/null || true
+python3 -m pip wheel --quiet --require-hashes --wheel-dir "$context/wheels" -r requirements/runtime.txt \
+    || fail "pip wheel could not build the locked wheels"
+python3 -m pip wheel --quiet --no-deps --wheel-dir "$context/wheels" . || fail "pip wheel could not build the project"
+
+say "Building $IMAGE with buildah bud (BASE=$BASE_IMAGE, WHEELS=wheels)"
+buildah bud --quiet --isolation chroot --format docker --layers=false \
+    --build-arg BASE="$BASE_IMAGE" --build-arg WHEELS=wheels -t "$IMAGE" -f Dockerfile "$context" >/dev/null \
+    || fail "buildah bud failed"
+
+say "Checking the image: non-root numeric user, port, health check"
+user=$(buildah inspect --type image --format '{{.OCIv1.Config.User}}' "$IMAGE")
+[[ "$user" =~ ^[1-9][0-9]*(:[0-9]+)?$ ]] || fail "the image runs as '$user', not a non-root numeric user"
+buildah inspect --type image --format '{{.Docker.Config.Healthcheck.Test}}' "$IMAGE" | grep -q healthz \
+    || fail "the image has no HEALTHCHECK on /healthz"
+
+say "Creating database $DATABASE"
+psql "$PG_URL" -qc "CREATE DATABASE $DATABASE" >/dev/null || fail "could not create database $DATABASE"
+database_made=1
+database_url=$(python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(p._replace(path="/" + sys.argv[2]).geturl())' "$PG_URL" "$DATABASE")
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+container=$(buildah from --quiet "$IMAGE")
+containers+=("$container")
+buildah config --env DATABASE_URL="$database_url" --env PORT="$port" --env WEB_CONCURRENCY=2 \
+    --env AUDIT_HMAC_KEYS="smoke:$(python3 -c 'import secrets; print(secrets.token_hex(32))')" "$container"
+run() { buildah run --isolation chroot "$container" -- "$@"; }
+
+say "Starting the container's entrypoint on port $port (boot.sh: migrate, then gunicorn)"
+run /app/boot.sh >"$workdir/server.log" 2>&1 &
+server_pid=$!
+base="http://127.0.0.1:$port"
+status() { curl -s -o "$workdir/body" -w '%{http_code}' "$@" || true; }
+for _ in $(seq 1 60); do
+    [ "$(status "$base/openapi.json")" = 200 ] && break
+    kill -0 "$server_pid" 2>/dev/null || { tail -30 "$workdir/server.log" >&2; fail "the container exited (log above)"; }
+    sleep 1
+done
+[ "$(status "$base/openapi.json")" = 200 ] || { tail -30 "$workdir/server.log" >&2; fail "gunicorn did not answer within 60 s"; }
+
+# A health endpoint answers 200, or 404 while HEALTH_ENDPOINTS_REQUIRED=0 (not merged yet).
+endpoint_answers() {
+    local path=$1 code
+    code=$(status "$base$path")
+    if [ "$code" = 404 ] && [ "$HEALTH_ENDPOINTS_REQUIRED" = 0 ]; then
+        echo "404: $path is not served by this build yet (HEALTH_ENDPOINTS_REQUIRED=1 makes this fail)"
+        return 1
+    fi
+    [ "$code" = 200 ] || { tail -30 "$workdir/server.log" >&2; fail "$path answered $code: $(cat "$workdir/body")"; }
+}
+
+say "GET /healthz"
+if endpoint_answers /healthz; then
+    grep -q '"status": *"ok"' "$workdir/body" || fail "/healthz answered $(cat "$workdir/body")"
+    say "Running the image's HEALTHCHECK command inside the container"
+    buildah inspect --type image --format '{{json .Docker.Config.Healthcheck.Test}}' "$IMAGE" >"$workdir/healthcheck.json"
+    mapfile -t probe < <(python3 -c 'import json, sys; test = json.load(open(sys.argv[1])); assert test[0] == "CMD"; print(*test[1:], sep="\n")' "$workdir/healthcheck.json")
+    run "${probe[@]}" || fail "the image's HEALTHCHECK command failed against the running server"
+fi
+
+say "Checking the migration ran (alembic_version in $DATABASE)"
+revision=$(psql "$database_url" -tAc 'select version_num from alembic_version') \
+    || fail "no alembic_version table in $DATABASE: the migration did not run"
+[ -n "$revision" ] || fail "alembic_version is empty in $DATABASE"
+echo "revision $revision"
+
+say "GET /readyz"
+endpoint_answers /readyz || true
+
+say "Creating a key with 'flask keys create' inside the container"
+key=$(run flask --app app keys create smoke@example.com --role read 2>"$workdir/keys.log") \
+    || { cat "$workdir/keys.log" >&2; fail "flask keys create failed in the container"; }
+[[ "$key" =~ ^[A-Za-z0-9_-]+$ ]] || fail "flask keys create printed something that is not a key"
+
+say "GET /api/admin/clients with that key"
+code=$(status -H "Authorization: Bearer $key" "$base/api/admin/clients")
+[ "$code" = 200 ] || fail "GET /api/admin/clients answered $code: $(cat "$workdir/body")"
+code=$(status "$base/api/admin/clients")
+[ "$code" = 401 ] || fail "GET /api/admin/clients without a key answered $code, not 401"
+
+say "Stopping the container with SIGTERM"
+kill -TERM "$server_pid"
+wait "$server_pid" || { tail -30 "$workdir/server.log" >&2; fail "the container did not exit 0 on SIGTERM"; }
+server_pid=

