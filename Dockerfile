@@ -34,7 +34,7 @@ RUN python3 -m venv /opt/venv \
     && pip install --no-index --no-deps /tmp/wheels/credits_service-*.whl \
     && pip check \
     && rm -rf /tmp/wheels /tmp/runtime.txt \
-    && useradd --no-log-init --system --no-create-home --uid 10001 --user-group credits \
+    && useradd --no-log-init --no-create-home --uid 10001 --user-group credits \
     && install -d -o 10001 -g 10001 /opt/venv/var/credits_service-instance
 
 WORKDIR /app

@@ -30,9 +30,20 @@ containers=()
 server_pid=
 workdir=$(mktemp -d)
 database_made=
+# The entrypoint's process (gunicorn after boot.sh's exec): the first process below buildah's
+# chroot helpers. buildah run does not pass SIGTERM on to it the way docker stop does.
+entrypoint_pid() {
+    local pid=$server_pid
+    while pid=$(pgrep -P "$pid" | head -n 1) && [ -n "$pid" ]; do
+        # Their names read "buildah-chroot-..." or, run from memory, "memfd:buildah-...".
+        case "$(cat "/proc/$pid/comm" 2>/dev/null)" in *buildah*) ;; *) echo "$pid"; return 0 ;; esac
+    done
+    return 1
+}
 cleanup() {
-    local status=$?
+    local status=$? pid
     if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+        pid=$(entrypoint_pid) && kill -KILL "$pid" 2>/dev/null
         kill -TERM "$server_pid" 2>/dev/null || true
         wait "$server_pid" 2>/dev/null || true
     fi
@@ -98,10 +109,14 @@ buildah bud --quiet --isolation chroot --format docker --layers=false \
     || fail "buildah bud failed"
 
 say "Checking the image: non-root numeric user, port, health check"
-user=$(buildah inspect --type image --format '{{.OCIv1.Config.User}}' "$IMAGE")
+buildah inspect --type image "$IMAGE" >"$workdir/image.json"
+image() { python3 -c 'import json, sys; config = json.load(open(sys.argv[1]))["Docker"]["config"]; print(eval(sys.argv[2]))' "$workdir/image.json" "$1"; }
+user=$(image 'config.get("User", "")')
 [[ "$user" =~ ^[1-9][0-9]*(:[0-9]+)?$ ]] || fail "the image runs as '$user', not a non-root numeric user"
-buildah inspect --type image --format '{{.Docker.Config.Healthcheck.Test}}' "$IMAGE" | grep -q healthz \
-    || fail "the image has no HEALTHCHECK on /healthz"
+[ "$(image '" ".join(sorted(config.get("ExposedPorts", {})))')" = 8000/tcp ] || fail "the image does not expose 8000 alone"
+# The health check's command, one argument a line, to run inside the container below.
+image '"\n".join((config.get("Healthcheck") or {}).get("Test", [])[1:])' >"$workdir/healthcheck"
+grep -q /healthz "$workdir/healthcheck" || fail "the image has no HEALTHCHECK on /healthz"
 
 say "Creating database $DATABASE"
 psql "$PG_URL" -qc "CREATE DATABASE $DATABASE" >/dev/null || fail "could not create database $DATABASE"
@@ -116,7 +131,7 @@ buildah config --env DATABASE_URL="$database_url" --env PORT="$port" --env WEB_C
 run() { buildah run --isolation chroot "$container" -- "$@"; }
 
 say "Starting the container's entrypoint on port $port (boot.sh: migrate, then gunicorn)"
-run /app/boot.sh >"$workdir/server.log" 2>&1 &
+buildah run --isolation chroot "$container" -- /app/boot.sh >"$workdir/server.log" 2>&1 &
 server_pid=$!
 base="http://127.0.0.1:$port"
 status() { curl -s -o "$workdir/body" -w '%{http_code}' "$@" || true; }
@@ -142,8 +157,7 @@ say "GET /healthz"
 if endpoint_answers /healthz; then
     grep -q '"status": *"ok"' "$workdir/body" || fail "/healthz answered $(cat "$workdir/body")"
     say "Running the image's HEALTHCHECK command inside the container"
-    buildah inspect --type image --format '{{json .Docker.Config.Healthcheck.Test}}' "$IMAGE" >"$workdir/healthcheck.json"
-    mapfile -t probe < <(python3 -c 'import json, sys; test = json.load(open(sys.argv[1])); assert test[0] == "CMD"; print(*test[1:], sep="\n")' "$workdir/healthcheck.json")
+    mapfile -t probe <"$workdir/healthcheck"
     run "${probe[@]}" || fail "the image's HEALTHCHECK command failed against the running server"
 fi
 
@@ -167,7 +181,9 @@ code=$(status -H "Authorization: Bearer $key" "$base/api/admin/clients")
 code=$(status "$base/api/admin/clients")
 [ "$code" = 401 ] || fail "GET /api/admin/clients without a key answered $code, not 401"
 
-say "Stopping the container with SIGTERM"
-kill -TERM "$server_pid"
+say "Stopping the container: SIGTERM to its entrypoint process, as docker stop sends"
+master=$(entrypoint_pid) || fail "no entrypoint process found under buildah run"
+grep -q gunicorn "/proc/$master/cmdline" || fail "the entrypoint process $master is not gunicorn: boot.sh must exec it"
+kill -TERM "$master"
 wait "$server_pid" || { tail -30 "$workdir/server.log" >&2; fail "the container did not exit 0 on SIGTERM"; }
 server_pid=
