@@ -98,7 +98,8 @@ say "Building the wheels on the host from requirements/runtime.txt and the proje
 context="$workdir/context"
 mkdir -p "$context"
 # The build context: the files git would commit (tracked or new, not ignored), and the wheels.
-git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$context" 2>/dev/null || true
+git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$context" \
+    || fail "could not copy the project into the build context"
 python3 -m pip wheel --quiet --require-hashes --wheel-dir "$context/wheels" -r requirements/runtime.txt \
     || fail "pip wheel could not build the locked wheels"
 python3 -m pip wheel --quiet --no-deps --wheel-dir "$context/wheels" . || fail "pip wheel could not build the project"
