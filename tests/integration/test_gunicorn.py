@@ -1,9 +1,11 @@
-"""gunicorn.conf.py under a real gunicorn master: graceful shutdown, JSON logs, Prometheus files."""
+"""gunicorn.conf.py under a real gunicorn master: graceful shutdown, JSON logs, Prometheus files, bad settings."""
 
 import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -139,3 +141,15 @@ def test_without_a_folder_each_master_makes_its_own_and_removes_it(tmp_path, mon
         instance.stop()
     assert instance.process.returncode == 0
     assert list(temp.iterdir()) == []
+
+
+@pytest.mark.parametrize("variable, value", [("PORT", "70000"), ("PORT", "http"), ("WEB_CONCURRENCY", "0")])
+def test_a_bad_setting_stops_gunicorn_with_one_line(variable, value):
+    """(A non-integer WEB_CONCURRENCY never reaches this file: gunicorn parses it itself on import.)"""
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", str(CONFIG), "--check-config", "app:app"],
+                            cwd=ROOT, env={**os.environ, variable: value}, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f'gunicorn.conf.py: Environment variable "{variable}" invalid'), line
