@@ -29,7 +29,7 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/flask --app app db upgrade
 	@$(BIN)/flask --app app keys bootstrap
-	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 1 --threads 4 --no-control-socket --access-logfile - app:app
+	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 1 --threads 4 --no-control-socket app:app
 
 ## make test: install, run the whole suite (PostgreSQL too when TEST_DATABASE_URL is set)
 test: install node_modules/.installed browser
