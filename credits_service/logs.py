@@ -59,6 +59,7 @@ def register_access_log(app: Flask) -> None:
         access_log.info(
             "%s %s %s", request.method, route, response.status_code,
             extra={
+                "requestId": g.get("request_id"),
                 "principal": principal.name if principal else None,
                 "method": request.method,
                 "route": route,
