@@ -131,7 +131,7 @@ RATE_LIMIT = 'e.g. "200/minute" or "10/second;500/hour"'
 @dataclass(frozen=True)
 class Setting:
     name: str  # the environment variable
-    parser: str  # a key of PARSERS
+    parser: str  # an Env parser: a key of PARSERS, or one environs has (str, path, ...)
     default: Any
     expected: str  # completes "(expected ...)" in the error line
     key: str = ""  # the Flask config key, when it is not the variable's name
