@@ -40,7 +40,7 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed-runtime
 	$(BIN)/flask --app app db upgrade
 	@$(BIN)/flask --app app keys bootstrap
-	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 1 --threads 4 --no-control-socket --access-logfile - app:app
+	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 1 --threads 4 --no-control-socket app:app
 
 ## make test: install the test set, run the whole suite (PostgreSQL too when TEST_DATABASE_URL is set).
 ## Tests needing a program this machine lacks (chromium, buildah) skip and say how to get it.

@@ -1,6 +1,5 @@
 """credits-service: admin credit management and credit consumption, with an append-only audit log."""
 
-import logging
 import os
 import re
 import uuid
@@ -13,6 +12,7 @@ from sqlalchemy import event
 from .config import Config
 from .errors import register_error_handlers
 from .extensions import db, limiter, migrate
+from .logs import configure_logging, register_access_log
 from .openapi import SchemaPlugin
 from .schemas import ErrorSchema
 
@@ -30,9 +30,10 @@ class CreditsApi(Api):
 
 def create_app(config: type[Config] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
-    app.config.from_object(config or Config)
+    app.config.from_object(config or Config.from_environment())
     _configure_database_url(app)
-    _configure_logging(app)
+    configure_logging(app)
+    register_access_log(app)
     _register_request_id(app)
 
     db.init_app(app)
@@ -66,13 +67,9 @@ def create_app(config: type[Config] | None = None) -> Flask:
 
 
 def _configure_database_url(app: Flask) -> None:
-    url = app.config.get("SQLALCHEMY_DATABASE_URI")
-    if not url:
+    if not app.config["SQLALCHEMY_DATABASE_URI"]:
         os.makedirs(app.instance_path, exist_ok=True)
-        url = "sqlite:///" + os.path.join(app.instance_path, "credits.sqlite3")
-    # psycopg 3 is the PostgreSQL driver installed; accept the plain scheme too.
-    url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url)
-    app.config["SQLALCHEMY_DATABASE_URI"] = url
+        app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "credits.sqlite3")
 
 
 def _tune_sqlite(app: Flask) -> None:
@@ -111,28 +108,3 @@ def _register_request_id(app: Flask) -> None:
         if response.status_code not in (429, 503):
             response.headers.pop("Retry-After", None)
         return response
-
-
-class _RequestIdFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            record.requestId = g.get("request_id")
-        except RuntimeError:  # outside a request
-            record.requestId = None
-        return True
-
-
-def _configure_logging(app: Flask) -> None:
-    root = logging.getLogger()
-    root.setLevel(app.config["LOG_LEVEL"])
-    if not app.config["LOG_JSON"] or any(getattr(h, "credits_json", False) for h in root.handlers):
-        return
-    from pythonjsonlogger.json import JsonFormatter
-
-    handler = logging.StreamHandler()
-    handler.credits_json = True
-    handler.addFilter(_RequestIdFilter())
-    handler.setFormatter(
-        JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", rename_fields={"asctime": "time"})
-    )
-    root.addHandler(handler)

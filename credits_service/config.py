@@ -1,45 +1,195 @@
-"""Configuration read from the environment. The README has one table listing every variable."""
+"""Configuration: every setting the environment may change, read and checked when the app is created.
+
+SETTINGS is the one list of environment variables (the README's configuration table mirrors
+it); a new variable is one line there. A bad value stops the start with one line per bad
+variable, naming it, its value and what is expected, instead of a traceback from deep inside
+whichever library would trip over it first.
+"""
 
 import os
+import re
+import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.util import find_spec
+from typing import Any
+from urllib.parse import urlparse
 
+import marshmallow as ma
+from environs import Env, EnvValidationError
+from limits import parse_many
+from limits.storage import SCHEMES
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-def _flag(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+# gunicorn stops (instead of booting the worker again, forever) only when a worker exits with
+# its "App failed to load" status, 4; `flask` commands exit with it too.
+EXIT_INVALID_CONFIGURATION = 4
+
+DATABASES = ("sqlite", "postgresql")
+# Flask-Limiter is synchronous: the async+ storages of the limits library do not serve it.
+RATE_LIMIT_SCHEMES = sorted(scheme for scheme in SCHEMES if not scheme.startswith("async+"))
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Config:
+# Fields that read one variable each. Their messages complete "NAME='value' ...".
+
+
+class PositiveInt(ma.fields.Int):
+    default_error_messages = {"invalid": "is not an integer", "not_positive": "is not a positive integer"}
+
+    def _deserialize(self, value, attr, data, **kwargs) -> int:
+        number = super()._deserialize(value, attr, data, **kwargs)
+        if number < 1:
+            raise self.make_error("not_positive")
+        return number
+
+
+class Flag(ma.fields.Bool):
+    default_error_messages = {"invalid": "is not a boolean"}
+
+    def _deserialize(self, value, attr, data, **kwargs) -> bool:
+        return super()._deserialize(value.strip().lower(), attr, data, **kwargs)
+
+
+class LogLevel(ma.fields.Str):
+    def _deserialize(self, value, attr, data, **kwargs) -> str:
+        level = super()._deserialize(value, attr, data, **kwargs).strip().upper()
+        if level not in LOG_LEVELS:
+            raise ma.ValidationError("is not a log level")
+        return level
+
+
+class RateLimit(ma.fields.Str):
+    def _deserialize(self, value, attr, data, **kwargs) -> str:
+        limit = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            parse_many(limit)
+        except ValueError:
+            raise ma.ValidationError("is not a rate limit Flask-Limiter understands") from None
+        return limit
+
+
+class RateLimitStorage(ma.fields.Str):
+    """Only the scheme is checked: the storage may well be down at start, which is not fatal."""
+
+    def _deserialize(self, value, attr, data, **kwargs) -> str:
+        uri = super()._deserialize(value, attr, data, **kwargs)
+        scheme = urlparse(uri).scheme
+        if scheme not in RATE_LIMIT_SCHEMES:
+            raise ma.ValidationError("has a scheme the limits library does not know")
+        # A list names every module the storage needs; a mapping, clients of which one will do.
+        needed = SCHEMES[scheme].DEPENDENCIES
+        installed = [find_spec(module.partition(".")[0]) is not None for module in needed]
+        if not (all(installed) if isinstance(needed, list) else any(installed)):
+            raise ma.ValidationError(f"needs the Python package {' or '.join(needed)}, which is not installed")
+        return uri
+
+
+class DatabaseUrl(ma.fields.Str):
+    """A SQLAlchemy URL for SQLite or PostgreSQL whose driver is installed; empty means the default."""
+
+    def _deserialize(self, value, attr, data, **kwargs) -> str | None:
+        given = super()._deserialize(value, attr, data, **kwargs).strip()
+        if not given:
+            return None
+        # psycopg 3 is the PostgreSQL driver installed; accept the plain schemes too.
+        normalized = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", given)
+        try:
+            url = make_url(normalized)
+        except ArgumentError:
+            raise ma.ValidationError("is not a database URL") from None
+        if url.get_backend_name() not in DATABASES:
+            raise ma.ValidationError(f"names the database {url.get_backend_name()!r}, which is neither sqlite nor postgresql")
+        try:
+            dialect = url.get_dialect()
+            dialect.import_dbapi()
+        except (NoSuchModuleError, ImportError):
+            raise ma.ValidationError(f"names the driver {url.drivername!r}, which is not installed") from None
+        if dialect.is_async:
+            raise ma.ValidationError(f"names the asyncio driver {url.drivername!r}; the service needs a synchronous one")
+        return normalized
+
+
+PARSERS: dict[str, type[ma.fields.Field]] = {
+    "positive_int": PositiveInt,
+    "flag": Flag,
+    "log_level_name": LogLevel,
+    "rate_limit": RateLimit,
+    "rate_limit_storage": RateLimitStorage,
+    "database_url": DatabaseUrl,
+}
+
+BOOLEAN = "true or false"
+RATE_LIMIT = 'e.g. "200/minute" or "10/second;500/hour"'
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # the environment variable
+    parser: str  # an Env parser: a key of PARSERS, or one environs has (str, path, ...)
+    default: Any
+    expected: str  # completes "(expected ...)" in the error line
+    key: str = ""  # the Flask config key, when it is not the variable's name
+    secret_in_url: bool = False  # the value may carry a password, hidden in the error line
+
+    @property
+    def config_key(self) -> str:
+        return self.key or self.name
+
+    def refusal(self, value: str, messages: list[str]) -> str:
+        if self.secret_in_url:
+            value = re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", value)
+        return f"Invalid configuration: {self.name}={value!r} {' and '.join(messages)} (expected {self.expected})."
+
+
+SETTINGS = (
     # None means "SQLite under the instance folder"; create_app fills it in.
-    SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL")
+    Setting("DATABASE_URL", "database_url", None,
+            '"postgresql+psycopg://user:pass@host/db" or "sqlite:////path/to/credits.sqlite3"',
+            key="SQLALCHEMY_DATABASE_URI", secret_in_url=True),
+    Setting("SQLITE_BUSY_TIMEOUT_MS", "positive_int", 30000, "milliseconds, at least 1, e.g. 30000"),
+    Setting("RATELIMIT_ENABLED", "flag", True, BOOLEAN),
+    Setting("RATELIMIT_STORAGE_URI", "rate_limit_storage", "memory://",
+            f"one of {', '.join(scheme + '://' for scheme in RATE_LIMIT_SCHEMES)}, e.g. redis://host:6379/0",
+            secret_in_url=True),
+    # Limits protect the service; they are not part of its correctness. When their storage
+    # (Redis) is down, requests go through unlimited and the error is logged.
+    Setting("RATELIMIT_SWALLOW_ERRORS", "flag", True, BOOLEAN),
+    Setting("RATE_LIMIT_READ", "rate_limit", "200/minute", RATE_LIMIT),
+    Setting("RATE_LIMIT_WRITE", "rate_limit", "50/minute", RATE_LIMIT),
+    Setting("RATE_LIMIT_SERVICE", "rate_limit", "6000/minute", RATE_LIMIT),
+    Setting("IDEMPOTENCY_TTL_HOURS", "positive_int", 24, "hours, at least 1, e.g. 24"),
+    # A request that claimed a key and then died (killed worker) frees the key after this long.
+    Setting("IDEMPOTENCY_LOCK_SECONDS", "positive_int", 60, "seconds, at least 1, e.g. 60"),
+    Setting("LOG_LEVEL", "log_level_name", "INFO", f"one of {', '.join(LOG_LEVELS)}"),
+    Setting("LOG_JSON", "flag", True, BOOLEAN),
+)
+
+
+class InvalidConfiguration(Exception):
+    """One line per bad variable."""
+
+
+def _with_setting_defaults(cls):
+    """Give the class every setting's default, so a config class built in code (tests) has them all."""
+    for setting in SETTINGS:
+        setattr(cls, setting.config_key, setting.default)
+    return cls
+
+
+@_with_setting_defaults
+class Config:
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
-    SQLITE_BUSY_TIMEOUT_MS = int(os.environ.get("SQLITE_BUSY_TIMEOUT_MS", "30000"))
 
     # Bodies up to 64 KiB; Werkzeug answers 413 above that.
     MAX_CONTENT_LENGTH = 65536
 
-    RATELIMIT_ENABLED = _flag("RATELIMIT_ENABLED", True)
-    RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
     RATELIMIT_HEADERS_ENABLED = True
-    # Limits protect the service; they are not part of its correctness. When their storage
-    # (Redis) is down, requests go through unlimited and the error is logged.
-    RATELIMIT_SWALLOW_ERRORS = _flag("RATELIMIT_SWALLOW_ERRORS", True)
-    RATE_LIMIT_READ = os.environ.get("RATE_LIMIT_READ", "200/minute")
-    RATE_LIMIT_WRITE = os.environ.get("RATE_LIMIT_WRITE", "50/minute")
-    RATE_LIMIT_SERVICE = os.environ.get("RATE_LIMIT_SERVICE", "6000/minute")
-
-    IDEMPOTENCY_TTL_HOURS = int(os.environ.get("IDEMPOTENCY_TTL_HOURS", "24"))
-    # A request that claimed a key and then died (killed worker) frees the key after this long.
-    IDEMPOTENCY_LOCK_SECONDS = int(os.environ.get("IDEMPOTENCY_LOCK_SECONDS", "60"))
-
-    LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
-    LOG_JSON = _flag("LOG_JSON", True)
 
     API_TITLE = "credits-service"
     API_VERSION = "1.0.0"
@@ -50,9 +200,38 @@ class Config:
     # The clock the service reads; tests replace it to cross month boundaries.
     CLOCK = staticmethod(utc_now)
 
+    @classmethod
+    def from_environment(cls) -> type["Config"]:
+        """This class with every setting the environment gives; InvalidConfiguration names the bad ones."""
+        env = Env(eager=False)
+        for name, field in PARSERS.items():
+            env.add_parser_from_field(name, field)
+        values = {s.config_key: getattr(env, s.parser)(s.name, s.default) for s in SETTINGS}
+        try:
+            env.seal()
+        except EnvValidationError as error:
+            raise InvalidConfiguration("\n".join(
+                s.refusal(os.environ[s.name], error.error_messages[s.name])
+                for s in SETTINGS if s.name in error.error_messages
+            )) from None
+        return type(cls.__name__, (cls,), values)
+
 
 class TestConfig(Config):
     TESTING = True
     RATELIMIT_ENABLED = False
     RATELIMIT_STORAGE_URI = "memory://"
     LOG_JSON = False
+
+
+def validate_environment() -> type[Config]:
+    """Config.from_environment(), or exit with its lines on stderr and no traceback.
+
+    What the processes that serve the app call before anything else: app.py, and a
+    gunicorn.conf.py, so the master stops before it forks a worker.
+    """
+    try:
+        return Config.from_environment()
+    except InvalidConfiguration as error:
+        print(error, file=sys.stderr)
+        raise SystemExit(EXIT_INVALID_CONFIGURATION) from None
