@@ -10,6 +10,7 @@ from flask_smorest import Api
 from flask_swagger_ui import get_swaggerui_blueprint
 from sqlalchemy import event
 
+from . import metrics
 from .config import Config
 from .errors import register_error_handlers
 from .extensions import db, limiter, migrate
@@ -33,6 +34,7 @@ def create_app(config: type[Config] | None = None) -> Flask:
     app.config.from_object(config or Config)
     _configure_database_url(app)
     _configure_logging(app)
+    metrics.init_app(app)
     _register_request_id(app)
 
     db.init_app(app)
@@ -41,7 +43,8 @@ def create_app(config: type[Config] | None = None) -> Flask:
         _tune_sqlite(app)
     limiter.init_app(app)
 
-    from .api import ClientIdConverter, audit, clients, credits, quota, usage
+    from . import purger
+    from .api import ClientIdConverter, audit, clients, credits, health, quota, usage
 
     app.url_map.converters["client_id"] = ClientIdConverter
     api = CreditsApi(app, spec_kwargs={"marshmallow_plugin": SchemaPlugin()})
@@ -52,11 +55,13 @@ def create_app(config: type[Config] | None = None) -> Flask:
     api.register_blueprint(credits.blp, url_prefix="/api/admin/clients")
     api.register_blueprint(audit.blp, url_prefix="/api/admin/clients")
     api.register_blueprint(usage.blp, url_prefix="/api/clients")
+    api.register_blueprint(health.blp)
     app.register_blueprint(
         get_swaggerui_blueprint("/docs", "/openapi.json", config={"app_name": "credits-service", "validatorUrl": None})
     )
 
     app.teardown_appcontext(lambda exc: db.session.remove())
+    purger.init_app(app)
 
     from .cli import idempotency_cli, keys_cli
 
@@ -73,6 +78,11 @@ def _configure_database_url(app: Flask) -> None:
     # psycopg 3 is the PostgreSQL driver installed; accept the plain scheme too.
     url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url)
     app.config["SQLALCHEMY_DATABASE_URI"] = url
+    if url.startswith("postgresql"):
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+            **app.config["SQLALCHEMY_ENGINE_OPTIONS"],
+            "connect_args": {"connect_timeout": app.config["DATABASE_CONNECT_TIMEOUT_SECONDS"]},
+        }
 
 
 def _tune_sqlite(app: Flask) -> None:

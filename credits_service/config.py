@@ -19,6 +19,9 @@ class Config:
     # None means "SQLite under the instance folder"; create_app fills it in.
     SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL")
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    # How long a PostgreSQL connection attempt may take (psycopg's minimum is 2): while the
+    # database is unreachable, requests answer 503 after this instead of hanging.
+    DATABASE_CONNECT_TIMEOUT_SECONDS = int(os.environ.get("DATABASE_CONNECT_TIMEOUT_SECONDS", "2"))
     SQLITE_BUSY_TIMEOUT_MS = int(os.environ.get("SQLITE_BUSY_TIMEOUT_MS", "30000"))
 
     # Bodies up to 64 KiB; Werkzeug answers 413 above that.
@@ -37,6 +40,10 @@ class Config:
     IDEMPOTENCY_TTL_HOURS = int(os.environ.get("IDEMPOTENCY_TTL_HOURS", "24"))
     # A request that claimed a key and then died (killed worker) frees the key after this long.
     IDEMPOTENCY_LOCK_SECONDS = int(os.environ.get("IDEMPOTENCY_LOCK_SECONDS", "60"))
+    # Each worker deletes expired answers this often (0: never; `flask idempotency purge` still
+    # does), this many rows per transaction.
+    IDEMPOTENCY_PURGE_INTERVAL_SECONDS = int(os.environ.get("IDEMPOTENCY_PURGE_INTERVAL_SECONDS", "60"))
+    IDEMPOTENCY_PURGE_BATCH = int(os.environ.get("IDEMPOTENCY_PURGE_BATCH", "1000"))
 
     LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
     LOG_JSON = _flag("LOG_JSON", True)
