@@ -4,9 +4,9 @@ The database must answer. The rate-limit storage (Redis) is reported too, but wi
 RATELIMIT_SWALLOW_ERRORS (the default) its outage only means requests go through without
 limits, so it does not take the instance out of service.
 
-Every check is bounded by about a second, so a probe never hangs on an unreachable server:
-on PostgreSQL by the connect timeout (DATABASE_CONNECT_TIMEOUT_SECONDS) and a statement
-timeout, on Redis by socket timeouts. Answers name the kind of failure, never a host,
+Every check is bounded, so a probe never hangs on an unreachable server: on PostgreSQL by the
+connect timeout (DATABASE_CONNECT_TIMEOUT_SECONDS, 2 s) and a 1 s statement timeout, on Redis
+by 1 s socket timeouts. Answers name the kind of failure, never a host,
 user or password.
 """
 
