@@ -9,6 +9,7 @@ from flask_smorest import Api
 from flask_swagger_ui import get_swaggerui_blueprint
 from sqlalchemy import event
 
+from . import metrics
 from .config import Config
 from .errors import register_error_handlers
 from .extensions import db, limiter, migrate
@@ -34,6 +35,7 @@ def create_app(config: type[Config] | None = None) -> Flask:
     _configure_database_url(app)
     configure_logging(app)
     register_access_log(app)
+    metrics.init_app(app)
     _register_request_id(app)
 
     db.init_app(app)
@@ -42,7 +44,8 @@ def create_app(config: type[Config] | None = None) -> Flask:
         _tune_sqlite(app)
     limiter.init_app(app)
 
-    from .api import ClientIdConverter, audit, clients, credits, quota, usage
+    from . import purger
+    from .api import ClientIdConverter, audit, clients, credits, health, quota, usage
 
     app.url_map.converters["client_id"] = ClientIdConverter
     api = CreditsApi(app, spec_kwargs={"marshmallow_plugin": SchemaPlugin()})
@@ -53,11 +56,13 @@ def create_app(config: type[Config] | None = None) -> Flask:
     api.register_blueprint(credits.blp, url_prefix="/api/admin/clients")
     api.register_blueprint(audit.blp, url_prefix="/api/admin/clients")
     api.register_blueprint(usage.blp, url_prefix="/api/clients")
+    api.register_blueprint(health.blp)
     app.register_blueprint(
         get_swaggerui_blueprint("/docs", "/openapi.json", config={"app_name": "credits-service", "validatorUrl": None})
     )
 
     app.teardown_appcontext(lambda exc: db.session.remove())
+    purger.init_app(app)
 
     from .cli import idempotency_cli, keys_cli
 
@@ -70,6 +75,11 @@ def _configure_database_url(app: Flask) -> None:
     if not app.config["SQLALCHEMY_DATABASE_URI"]:
         os.makedirs(app.instance_path, exist_ok=True)
         app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "credits.sqlite3")
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+            **app.config["SQLALCHEMY_ENGINE_OPTIONS"],
+            "connect_args": {"connect_timeout": app.config["DATABASE_CONNECT_TIMEOUT_SECONDS"]},
+        }
 
 
 def _tune_sqlite(app: Flask) -> None:

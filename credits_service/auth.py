@@ -7,6 +7,7 @@ from flask import current_app, g, request
 from flask_httpauth import HTTPTokenAuth
 from flask_smorest import Blueprint
 
+from . import metrics
 from .errors import HTTP_MESSAGES, error_response
 from .extensions import db, limiter
 from .services.keys import ApiKeys, Principal
@@ -27,6 +28,7 @@ def current_principal() -> Principal | None:
         g.principal_checked = True
         g.principal = result.principal
         if result.failure:
+            metrics.authentication_failed(result.reason)
             security_log.warning(
                 "authentication failed: %s",
                 result.failure,

@@ -75,5 +75,6 @@ def revoke_key(id_or_name: str) -> None:
 
 @idempotency_cli.command("purge")
 def purge_idempotency_keys() -> None:
-    """Delete stored Idempotency-Key answers older than IDEMPOTENCY_TTL_HOURS."""
-    click.echo(f"Deleted {idempotency_keys().purge()} expired idempotency key(s).")
+    """Delete stored Idempotency-Key answers older than IDEMPOTENCY_TTL_HOURS, in batches."""
+    purged = idempotency_keys().purge(current_app.config["IDEMPOTENCY_PURGE_BATCH"])
+    click.echo(f"Deleted {purged} expired idempotency key(s).")

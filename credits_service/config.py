@@ -49,6 +49,16 @@ class PositiveInt(ma.fields.Int):
         return number
 
 
+class NonNegativeInt(ma.fields.Int):
+    default_error_messages = {"invalid": "is not an integer", "negative": "is negative"}
+
+    def _deserialize(self, value, attr, data, **kwargs) -> int:
+        number = super()._deserialize(value, attr, data, **kwargs)
+        if number < 0:
+            raise self.make_error("negative")
+        return number
+
+
 class Flag(ma.fields.Bool):
     default_error_messages = {"invalid": "is not a boolean"}
 
@@ -117,6 +127,7 @@ class DatabaseUrl(ma.fields.Str):
 
 PARSERS: dict[str, type[ma.fields.Field]] = {
     "positive_int": PositiveInt,
+    "non_negative_int": NonNegativeInt,
     "flag": Flag,
     "log_level_name": LogLevel,
     "rate_limit": RateLimit,
@@ -152,6 +163,9 @@ SETTINGS = (
     Setting("DATABASE_URL", "database_url", None,
             '"postgresql+psycopg://user:pass@host/db" or "sqlite:////path/to/credits.sqlite3"',
             key="SQLALCHEMY_DATABASE_URI", secret_in_url=True),
+    # How long a PostgreSQL connection attempt may take (psycopg's minimum is 2): while the
+    # database is unreachable, requests answer 503 after this instead of hanging.
+    Setting("DATABASE_CONNECT_TIMEOUT_SECONDS", "positive_int", 2, "seconds, at least 1, e.g. 2"),
     Setting("SQLITE_BUSY_TIMEOUT_MS", "positive_int", 30000, "milliseconds, at least 1, e.g. 30000"),
     Setting("RATELIMIT_ENABLED", "flag", True, BOOLEAN),
     Setting("RATELIMIT_STORAGE_URI", "rate_limit_storage", "memory://",
@@ -166,6 +180,10 @@ SETTINGS = (
     Setting("IDEMPOTENCY_TTL_HOURS", "positive_int", 24, "hours, at least 1, e.g. 24"),
     # A request that claimed a key and then died (killed worker) frees the key after this long.
     Setting("IDEMPOTENCY_LOCK_SECONDS", "positive_int", 60, "seconds, at least 1, e.g. 60"),
+    # Each worker deletes expired answers this often (0: never; `flask idempotency purge` still
+    # does), this many rows per transaction.
+    Setting("IDEMPOTENCY_PURGE_INTERVAL_SECONDS", "non_negative_int", 60, "seconds, 0 to turn it off, e.g. 60"),
+    Setting("IDEMPOTENCY_PURGE_BATCH", "positive_int", 1000, "rows, at least 1, e.g. 1000"),
     Setting("LOG_LEVEL", "log_level_name", "INFO", f"one of {', '.join(LOG_LEVELS)}"),
     Setting("LOG_JSON", "flag", True, BOOLEAN),
 )

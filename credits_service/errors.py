@@ -4,7 +4,8 @@ import logging
 from typing import Any
 
 from flask import Flask, jsonify
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,10 @@ class QuotaExceeded(DomainError):
 
 class IdempotencyKeyReused(DomainError):
     status = 422
+
+
+class NotReady(DomainError):
+    status = 503
 
 
 # Messages a person can act on, for the HTTP errors raised outside our views.
@@ -108,7 +113,17 @@ def handle_domain_error(error: DomainError):
     return response
 
 
-def handle_database_unavailable(error: OperationalError):
+def handle_database_error(error: DBAPIError | PoolTimeout):
+    """503 when the database cannot be reached or the connection broke: the request may be retried.
+
+    A connection lost mid-request surfaces as OperationalError or InterfaceError (or any DBAPI
+    error SQLAlchemy recognised as a disconnect); any other database error is a bug: 500.
+    """
+    unavailable = isinstance(error, (OperationalError, InterfaceError, PoolTimeout)) or getattr(
+        error, "connection_invalidated", False
+    )
+    if not unavailable:
+        return handle_unexpected(error)
     log.error("database unavailable: %s", error.__class__.__name__, exc_info=error)
     return error_response(503, "The database is unavailable; retry shortly.", headers={"Retry-After": "5"})
 
@@ -121,5 +136,6 @@ def handle_unexpected(error: Exception):
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(DomainError, handle_domain_error)
-    app.register_error_handler(OperationalError, handle_database_unavailable)
+    app.register_error_handler(DBAPIError, handle_database_error)
+    app.register_error_handler(PoolTimeout, handle_database_error)
     app.register_error_handler(Exception, handle_unexpected)

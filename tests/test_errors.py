@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from conftest import assert_error
 
@@ -220,3 +222,38 @@ def test_a_non_json_content_type_is_415_even_without_a_body(api, acme):
 @pytest.mark.parametrize("suffix", ["", "/quota", "/audit-log"])
 def test_a_path_that_cannot_be_a_client_id_is_404(api, client_id, suffix):
     assert_error(api.get(f"/api/admin/clients/{client_id}{suffix}", key="read"), 404)
+
+
+# ---- the database gone --------------------------------------------------------------
+
+
+class _DriverError(Exception):
+    pass
+
+
+def _disconnect(kind):
+    return kind("SELECT 1", {}, _DriverError(SECRET), connection_invalidated=kind is DBAPIError)
+
+
+@pytest.mark.parametrize(
+    "error, status",
+    [
+        (_disconnect(OperationalError), 503),
+        (_disconnect(InterfaceError), 503),  # e.g. "the connection is closed"
+        (_disconnect(DBAPIError), 503),  # any error SQLAlchemy recognised as a disconnect
+        (PoolTimeout("QueuePool limit reached"), 503),
+        (IntegrityError("INSERT", {}, _DriverError(SECRET)), 500),  # a bug, not an outage
+    ],
+    ids=["operational", "interface", "invalidated", "pool-timeout", "integrity"],
+)
+def test_a_lost_database_connection_is_503_and_other_database_errors_500(app, error, status):
+    def fail():
+        raise error
+
+    app.add_url_rule("/database-error", view_func=fail)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    response = app.test_client().get("/database-error")
+    assert_error(response, status)
+    assert SECRET not in response.get_data(as_text=True)
+    if status == 503:
+        assert response.headers["Retry-After"] == "5"

@@ -6,8 +6,9 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import bindparam, text
 
-from conftest import assert_error, make_key
+from conftest import assert_error, config_for, make_key
 from credits_service.extensions import db
+from credits_service.metrics import REGISTRY
 from credits_service.models import UTCDateTime
 from credits_service.services.idempotency import fingerprint
 
@@ -350,3 +351,23 @@ def test_purge_deletes_keys_older_than_the_retention(api, app, clock, runner):
     assert result.exit_code == 0, result.output
     assert re.findall(r"\d+", result.output) == ["0"]
     assert stored_keys(app) == [("alice@example.com", "recent")]
+
+
+class TestPurgeInBatches:
+    @pytest.fixture
+    def app_config(self, database_url, clock):
+        return config_for(database_url, CLOCK=clock, IDEMPOTENCY_PURGE_BATCH=2)
+
+    def test_purge_deletes_every_expired_answer_two_rows_per_transaction(self, api, app, clock, runner):
+        api.create_client()
+        for i in range(5):
+            assert_first(consume(api, 1, idempotency_key=f"old-{i}"))
+        later(clock, hours=25)
+        assert_first(consume(api, 1, idempotency_key="recent"))
+        purged = REGISTRY.get_sample_value("credits_idempotency_answers_purged_total") or 0
+
+        result = runner.invoke(args=["idempotency", "purge"])
+        assert result.exit_code == 0, result.output
+        assert re.findall(r"\d+", result.output) == ["5"]
+        assert stored_keys(app) == [("platform", "recent")]
+        assert REGISTRY.get_sample_value("credits_idempotency_answers_purged_total") == purged + 5

@@ -6,6 +6,7 @@ from functools import wraps
 from flask import jsonify, request
 from flask_smorest import Blueprint
 
+from .. import metrics
 from ..auth import auth
 from ..errors import DomainError, InvalidRequest
 from ..services.idempotency import StoredResponse, fingerprint
@@ -55,6 +56,7 @@ def idempotent(schema):
                 auth.current_user().name, key, fingerprint(request.method, request.path, payload), render
             )
             if isinstance(outcome, StoredResponse):
+                metrics.idempotent_replayed()
                 response = jsonify(outcome.body)
                 response.status_code = outcome.status
                 response.headers["Idempotent-Replayed"] = "true"

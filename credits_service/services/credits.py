@@ -20,6 +20,7 @@ from sqlalchemy import Row, Select, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from .. import metrics
 from ..errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
 from ..models import Client, CreditAuditLog, QuotaLimit, UsageRecord
 from ..months import iso_utc, month_of, next_month_start
@@ -279,6 +280,7 @@ class CreditsService:
             result = GrantResult(used, previous, new_limit, remaining(new_limit, used))
             if idempotency:
                 idempotency.complete(self.session, result)
+        metrics.credits_granted(amount)
         self._logged(actor, "credit_grant", client_id)
         return result
 
@@ -325,22 +327,27 @@ class CreditsService:
         """
         now = self.clock()
         month = month_of(now)
-        with write_transaction(self.session):
-            quota = self._quota(client_id, lock=True)
-            limit = quota.monthly_generation_limit
-            used = self._consume(client_id, month, count, limit, now)
-            if used is None:
-                refused = self._usage_status(quota, self._usage_count(client_id, month), now)
-                raise QuotaExceeded(
-                    f"Not enough credits: {count} requested, {refused.remaining} left of the "
-                    f"monthly generation limit of {limit} ({refused.generation_count} used in {month}). "
-                    f"The count resets at {iso_utc(refused.reset_date)}.",
-                    month=month, generationCount=refused.generation_count, limit=limit,
-                    remaining=refused.remaining,
-                )
-            status = self._usage_status(quota, used, now)
-            if idempotency:
-                idempotency.complete(self.session, status)
+        try:
+            with write_transaction(self.session):
+                quota = self._quota(client_id, lock=True)
+                limit = quota.monthly_generation_limit
+                used = self._consume(client_id, month, count, limit, now)
+                if used is None:
+                    refused = self._usage_status(quota, self._usage_count(client_id, month), now)
+                    raise QuotaExceeded(
+                        f"Not enough credits: {count} requested, {refused.remaining} left of the "
+                        f"monthly generation limit of {limit} ({refused.generation_count} used in {month}). "
+                        f"The count resets at {iso_utc(refused.reset_date)}.",
+                        month=month, generationCount=refused.generation_count, limit=limit,
+                        remaining=refused.remaining,
+                    )
+                status = self._usage_status(quota, used, now)
+                if idempotency:
+                    idempotency.complete(self.session, status)
+        except QuotaExceeded:
+            metrics.quota_refused()
+            raise
+        metrics.generations_consumed(count)
         return status
 
     def _consume(self, client_id: str, month: str, count: int, limit: int, now: datetime) -> int | None:

@@ -14,12 +14,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from .. import metrics
 from ..errors import Conflict, IdempotencyKeyReused
 from ..models import IdempotencyRecord
 from .transactions import upsert, write_transaction
+
+# pg_try_advisory_xact_lock key held while purging: any fixed 64-bit number no other code uses.
+PURGE_LOCK = 0x637265646974735F  # "credits_"
 
 
 def fingerprint(method: str, path: str, payload: Any) -> str:
@@ -128,9 +132,27 @@ class IdempotencyKeys:
                 )
             )
 
-    def purge(self) -> int:
-        """Delete every stored key older than the retention; returns how many."""
-        with write_transaction(self.session):
-            return self.session.execute(
-                delete(IdempotencyRecord).where(IdempotencyRecord.created_at <= self.clock() - self.ttl)
-            ).rowcount
+    def purge(self, batch: int) -> int:
+        """Delete the stored keys older than the retention, `batch` rows per transaction; returns how many.
+
+        Each batch is a short transaction that locks only the rows it deletes, so requests go on
+        meanwhile. On PostgreSQL a transaction-level advisory lock lets one instance purge at a
+        time; the others find it taken and leave the work to it.
+        """
+        cutoff = self.clock() - self.ttl
+        postgresql = self.session.get_bind().dialect.name == "postgresql"
+        expired = select(IdempotencyRecord.id).where(IdempotencyRecord.created_at <= cutoff).limit(batch)
+        if postgresql:
+            expired = expired.with_for_update(skip_locked=True)
+        purged = 0
+        while True:
+            with write_transaction(self.session):
+                if postgresql and not self.session.scalar(select(func.pg_try_advisory_xact_lock(PURGE_LOCK))):
+                    return purged
+                deleted = self.session.execute(
+                    delete(IdempotencyRecord).where(IdempotencyRecord.id.in_(expired.scalar_subquery()))
+                ).rowcount
+            metrics.idempotency_answers_purged(deleted)
+            purged += deleted
+            if deleted < batch:
+                return purged

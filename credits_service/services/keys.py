@@ -38,6 +38,7 @@ class Principal:
 class KeyCheck:
     principal: Principal | None
     failure: str | None = None  # why a key was refused, for the security log
+    reason: str | None = None  # the same, as one of metrics.AUTH_FAILURE_REASONS
 
 
 class ApiKeys:
@@ -78,14 +79,14 @@ class ApiKeys:
 
     def check(self, key: str) -> KeyCheck:
         if not key:
-            return KeyCheck(None, "missing key")
+            return KeyCheck(None, "missing key", "missing")
         found = self.session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
         if found is None:
-            return KeyCheck(None, "unknown key")
+            return KeyCheck(None, "unknown key", "unknown")
         if found.revoked_at is not None:
-            return KeyCheck(None, f"revoked key id={found.id} name={found.name}")
+            return KeyCheck(None, f"revoked key id={found.id} name={found.name}", "revoked")
         if is_expired(found, self.clock()):
-            return KeyCheck(None, f"expired key id={found.id} name={found.name}")
+            return KeyCheck(None, f"expired key id={found.id} name={found.name}", "expired")
         return KeyCheck(Principal(found.id, found.name, found.role))
 
 

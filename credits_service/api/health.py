@@ -1,0 +1,47 @@
+"""Health, readiness and metrics for the orchestrator and the dashboards: no key, no rate limit."""
+
+from flask import current_app
+
+from .. import metrics
+from ..errors import NotReady
+from ..extensions import db, limiter
+from ..schemas import HealthSchema, NotReadySchema, ReadinessSchema
+from ..services.health import HealthChecks
+from . import Blueprint
+
+blp = Blueprint("health", __name__, description="Liveness, readiness and Prometheus metrics.")
+limiter.exempt(blp)
+
+
+@blp.route("/healthz", methods=["GET"])
+@blp.response(200, HealthSchema)
+def healthz():
+    """Liveness: the process answers. Touches no database."""
+    return {"status": "ok"}
+
+
+@blp.route("/readyz", methods=["GET"])
+@blp.response(200, ReadinessSchema)
+@blp.alt_response(503, schema=NotReadySchema, description="The database (or a rate-limit storage that must answer) does not, within about a second.")
+def readyz():
+    """Readiness: the database answers within about a second; the rate-limit storage is reported."""
+    config = current_app.config
+    readiness = HealthChecks(
+        db.engine,
+        config["RATELIMIT_STORAGE_URI"] if config["RATELIMIT_ENABLED"] else None,
+        config["RATELIMIT_SWALLOW_ERRORS"],
+    ).readiness()
+    if not readiness.ready:
+        raise NotReady("Not ready: see checks for what does not answer.",
+                       checks=ReadinessSchema().dump(readiness)["checks"])
+    return readiness
+
+
+@blp.route("/metrics", methods=["GET"])
+@blp.doc(responses={"200": {
+    "description": "Prometheus text exposition format, summed over every worker.",
+    "content": {"text/plain": {"schema": {"type": "string"}}},
+}})
+def metrics_text():
+    """Request counts and latencies by route template, and the domain counters."""
+    return metrics.exposition()

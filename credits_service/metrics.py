@@ -1,0 +1,105 @@
+"""Prometheus metrics: HTTP requests by route template, and the domain's own counters.
+
+Under gunicorn, PROMETHEUS_MULTIPROC_DIR makes every worker write its values to files in that
+directory (prometheus_client decides at import time), and /metrics sums them over all workers,
+dead ones included, so a counter never goes back when a worker is replaced. Without it (tests,
+`flask run`) the values live in this process's registry.
+
+Labels are drawn from small fixed sets only: a route template, never a path with a client id in
+it; a failure reason, never a key or its name.
+"""
+
+import os
+import time
+
+from flask import Flask, Response, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+REGISTRY = CollectorRegistry()
+UNMATCHED_ROUTE = "unmatched"
+# Any token is a valid HTTP method; labelling by whatever a client sends would let it make series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+AUTH_FAILURE_REASONS = ("missing", "unknown", "revoked", "expired")
+
+HTTP_REQUESTS = Counter(
+    "credits_http_requests", "HTTP requests answered.", ["method", "route", "status"], registry=REGISTRY
+)
+HTTP_DURATION = Histogram(
+    "credits_http_request_duration_seconds", "Time to answer an HTTP request.", ["method", "route", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0), registry=REGISTRY,
+)
+CREDITS_GRANTED = Counter(
+    "credits_granted_generations", "Generations added to monthly limits by committed grants.", registry=REGISTRY
+)
+GENERATIONS_CONSUMED = Counter(
+    "credits_generations_consumed", "Generations consumed by committed consumptions.", registry=REGISTRY
+)
+QUOTA_REFUSALS = Counter(
+    "credits_quota_refusals", "Consumptions refused with 402: over the monthly limit.", registry=REGISTRY
+)
+AUTH_FAILURES = Counter(
+    "credits_authentication_failures", "Requests refused with 401, by reason.", ["reason"], registry=REGISTRY
+)
+IDEMPOTENT_REPLAYS = Counter(
+    "credits_idempotent_replays", "Requests answered with the stored answer of their Idempotency-Key.",
+    registry=REGISTRY,
+)
+IDEMPOTENCY_PURGED = Counter(
+    "credits_idempotency_answers_purged", "Stored Idempotency-Key answers deleted after their retention.",
+    registry=REGISTRY,
+)
+
+
+def credits_granted(amount: int) -> None:
+    CREDITS_GRANTED.inc(amount)
+
+
+def generations_consumed(count: int) -> None:
+    GENERATIONS_CONSUMED.inc(count)
+
+
+def quota_refused() -> None:
+    QUOTA_REFUSALS.inc()
+
+
+def authentication_failed(reason: str) -> None:
+    AUTH_FAILURES.labels(reason).inc()
+
+
+def idempotent_replayed() -> None:
+    IDEMPOTENT_REPLAYS.inc()
+
+
+def idempotency_answers_purged(count: int) -> None:
+    if count:
+        IDEMPOTENCY_PURGED.inc(count)
+
+
+def exposition() -> Response:
+    """The Prometheus text format, summed over every worker when there are several."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return Response(generate_latest(registry), mimetype=None, content_type=CONTENT_TYPE_LATEST)
+
+
+def init_app(app: Flask) -> None:
+    """Count and time every request, labelled by the rule it matched."""
+
+    @app.before_request
+    def _start_timer():
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response):
+        started = g.pop("metrics_started", None)
+        if started is not None:
+            route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
+            method = request.method if request.method in METHODS else "other"
+            labels = (method, route, str(response.status_code))
+            HTTP_REQUESTS.labels(*labels).inc()
+            HTTP_DURATION.labels(*labels).observe(time.perf_counter() - started)
+        return response

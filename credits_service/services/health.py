@@ -1,0 +1,96 @@
+"""Readiness: whether this instance can serve, as the load balancer asks it.
+
+The database must answer. The rate-limit storage (Redis) is reported too, but with
+RATELIMIT_SWALLOW_ERRORS (the default) its outage only means requests go through without
+limits, so it does not take the instance out of service.
+
+Every check is bounded, so a probe never hangs on an unreachable server: on PostgreSQL by the
+connect timeout (DATABASE_CONNECT_TIMEOUT_SECONDS, 2 s) and a 1 s statement timeout, on Redis
+by 1 s socket timeouts. Answers name the kind of failure, never a host,
+user or password.
+"""
+
+import time
+from dataclasses import dataclass
+
+import redis
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+CHECK_TIMEOUT_SECONDS = 1.0
+REDIS_SCHEMES = ("redis://", "rediss://")
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    duration_ms: float
+    error: str | None = None
+    fatal: bool = True
+    detail: str | None = None
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.ok else "unavailable"
+
+
+@dataclass(frozen=True)
+class Readiness:
+    checks: dict[str, Check]
+
+    @property
+    def ready(self) -> bool:
+        return all(check.ok or not check.fatal for check in self.checks.values())
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.ready else "unavailable"
+
+
+class HealthChecks:
+    def __init__(self, engine: Engine, rate_limit_storage_uri: str | None, rate_limit_errors_swallowed: bool):
+        """rate_limit_storage_uri: None when rate limits are off."""
+        self.engine = engine
+        self.rate_limit_storage_uri = rate_limit_storage_uri
+        self.rate_limit_errors_swallowed = rate_limit_errors_swallowed
+
+    def readiness(self) -> Readiness:
+        checks = {"database": self._database()}
+        if self.rate_limit_storage_uri and self.rate_limit_storage_uri.startswith(REDIS_SCHEMES):
+            checks["rateLimitStorage"] = self._rate_limit_storage()
+        return Readiness(checks)
+
+    def _database(self) -> Check:
+        started = time.perf_counter()
+        try:
+            with self.engine.connect() as connection:
+                if connection.dialect.name == "postgresql":
+                    timeout_ms = int(CHECK_TIMEOUT_SECONDS * 1000)
+                    connection.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout_ms}")
+                connection.exec_driver_sql("SELECT 1")
+        except SQLAlchemyError as error:
+            return Check(False, _since(started), error=type(error).__name__)
+        return Check(True, _since(started))
+
+    def _rate_limit_storage(self) -> Check:
+        started = time.perf_counter()
+        fatal = not self.rate_limit_errors_swallowed
+        try:
+            with redis.Redis.from_url(
+                self.rate_limit_storage_uri,
+                socket_connect_timeout=CHECK_TIMEOUT_SECONDS,
+                socket_timeout=CHECK_TIMEOUT_SECONDS,
+            ) as client:
+                client.ping()
+        except redis.RedisError as error:
+            detail = (
+                "Rate-limited requests fail while the rate-limit storage is down (RATELIMIT_SWALLOW_ERRORS is off)."
+                if fatal
+                else "Requests are served without rate limits until the rate-limit storage answers again."
+            )
+            return Check(False, _since(started), error=type(error).__name__, fatal=fatal, detail=detail)
+        return Check(True, _since(started), fatal=fatal)
+
+
+def _since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
