@@ -10,6 +10,7 @@ from flask_smorest import Api
 from flask_swagger_ui import get_swaggerui_blueprint
 from sqlalchemy import event
 
+from .audit_keys import load_audit_keys
 from .config import Config
 from .errors import register_error_handlers
 from .extensions import db, limiter, migrate
@@ -32,6 +33,8 @@ def create_app(config: type[Config] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_object(config or Config)
     _configure_database_url(app)
+    # Refuse to start (ConfigurationError) rather than write an audit log nobody can prove.
+    app.extensions["audit_keys"] = load_audit_keys(app)
     _configure_logging(app)
     _register_request_id(app)
 
@@ -58,9 +61,10 @@ def create_app(config: type[Config] | None = None) -> Flask:
 
     app.teardown_appcontext(lambda exc: db.session.remove())
 
-    from .cli import idempotency_cli, keys_cli
+    from .cli import audit_cli, idempotency_cli, keys_cli
 
     app.cli.add_command(keys_cli)
+    app.cli.add_command(audit_cli)
     app.cli.add_command(idempotency_cli)
     return app
 

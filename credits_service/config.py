@@ -38,6 +38,10 @@ class Config:
     # A request that claimed a key and then died (killed worker) frees the key after this long.
     IDEMPOTENCY_LOCK_SECONDS = int(os.environ.get("IDEMPOTENCY_LOCK_SECONDS", "60"))
 
+    # id:secret pairs, comma-separated; the first signs new audit entries, the others still
+    # verify. Unset: the development key in instance/audit-hmac.key (made by `make run`).
+    AUDIT_HMAC_KEYS = os.environ.get("AUDIT_HMAC_KEYS")
+
     LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
     LOG_JSON = _flag("LOG_JSON", True)
 
@@ -56,3 +60,4 @@ class TestConfig(Config):
     RATELIMIT_ENABLED = False
     RATELIMIT_STORAGE_URI = "memory://"
     LOG_JSON = False
+    AUDIT_HMAC_KEYS = "test:test-audit-key-not-for-production-0123456789"
