@@ -103,12 +103,19 @@ class Anchor:
 
 @dataclass(frozen=True)
 class Failure:
+    """The first thing wrong with one client's chain."""
+
     client_id: str
-    entry_id: int | None
-    problem: str  # changed, missing, reordered, truncated, head, rolled back, key
+    entry_id: int | None  # the first bad entry, when there is one to name
+    kind: str  # one of KINDS
+    detail: str
 
     def __str__(self) -> str:
-        return f"client {self.client_id!r}: {self.problem}"
+        return f"client {self.client_id!r}: {self.kind}: {self.detail}"
+
+
+KINDS = ("changed", "missing", "reordered", "newest entries missing", "head mismatch",
+         "rolled back", "unknown key", "no such client")
 
 
 @dataclass
@@ -223,8 +230,8 @@ class AuditTrail:
         chains: dict[str, _Chain] = {}
         failed: dict[str, Failure] = {}
 
-        def fail(client: str, entry_id: int | None, problem: str) -> None:
-            failed.setdefault(client, Failure(client, entry_id, problem))
+        def fail(client: str, entry_id: int | None, kind: str, detail: str) -> None:
+            failed.setdefault(client, Failure(client, entry_id, kind, detail))
 
         for batch in self._entry_batches(client_id, batch_size):
             for (entry_id, client, seq, admin_id, action, details, previous_value, new_value,
@@ -234,8 +241,8 @@ class AuditTrail:
                 chain = chains.get(client) or chains.setdefault(client, _Chain())
                 secret = self.keys.secrets.get(key_id)
                 if secret is None:
-                    fail(client, entry_id, f"entry {entry_id} was signed with key {key_id!r}, "
-                                           "which AUDIT_HMAC_KEYS does not hold")
+                    fail(client, entry_id, "unknown key",
+                         f"entry {entry_id} was signed with key {key_id!r}, which AUDIT_HMAC_KEYS does not hold")
                     continue
                 canonical = canonical_entry(entry_id, client, seq, admin_id, action, details,
                                             previous_value, new_value, created_at)
@@ -245,16 +252,17 @@ class AuditTrail:
                     chain.count, chain.hash, chain.last_id = seq, stored_hash, entry_id
                     anchor = anchors.get(client)
                     if anchor is not None and anchor.entry_count == seq and anchor.hash != stored_hash:
-                        fail(client, entry_id, f"entry {entry_id} (#{seq}) differs from the anchor's "
-                                               f"entry #{seq}: the chain was rewritten since the anchor")
+                        fail(client, entry_id, "rolled back",
+                             f"entry {entry_id} (#{seq}) differs from the anchor's #{seq}: "
+                             "the chain was rewritten since the anchor was taken")
                     continue
-                fail(client, entry_id, self._misplaced(entry_id, seq, expected, authentic,
-                                                       previous_hash == chain.hash, chain.last_id))
+                fail(client, entry_id, *self._misplaced(entry_id, seq, chain, authentic,
+                                                        previous_hash == chain.hash))
             result.entries += len(batch)
             progress(len(batch))
 
         if client_id is not None and not clients and client_id not in anchors:
-            fail(client_id, None, "there is no such client")
+            fail(client_id, None, "no such client", "there is no client with this id")
         for client in sorted(clients | chains.keys() | anchors.keys()):
             if client not in failed:
                 self._check_head(client, chains.get(client, _Chain()), heads.get(client),
@@ -263,47 +271,47 @@ class AuditTrail:
         return result
 
     @staticmethod
-    def _misplaced(entry_id: int, seq: int, expected: int, authentic: bool, linked: bool,
-                   last_id: int | None) -> str:
-        after = f"after entry {last_id}" if last_id is not None else "at the start of the chain"
+    def _misplaced(entry_id: int, seq: int, chain: _Chain, authentic: bool,
+                   linked: bool) -> tuple[str, str]:
+        """Why an entry does not continue the chain as recomputed so far: (kind, detail)."""
+        expected = chain.count + 1
+        after = f"entry {chain.last_id} (#{chain.count})" if chain.last_id else "the start of the chain"
         if not authentic and linked and seq == expected:
-            return f"entry {entry_id} was changed: its content does not match its hash"
+            return "changed", f"entry {entry_id} does not match its hash: its content was edited"
         if not authentic:
-            return (f"entry {entry_id} is reordered: it does not match its hash and was not chained "
-                    f"{after} (moved here from another client or place)")
+            return "reordered", (f"entry {entry_id} does not match its hash and was not chained from "
+                                 f"{after}: it was moved here from another client or place")
         if seq > expected:
-            missing = f"#{expected}" if seq == expected + 1 else f"#{expected} to #{seq - 1}"
-            return f"entry {entry_id} is #{seq} of the chain: entries {missing} are missing {after}"
-        return f"entry {entry_id} is reordered: it is #{seq} of the chain but comes {after}, where #{expected} belongs"
+            gone = f"entry #{expected} is" if seq == expected + 1 else f"entries #{expected} to #{seq - 1} are"
+            return "missing", f"{gone} gone: the chain goes from {after} to entry {entry_id} (#{seq})"
+        return "reordered", f"entry {entry_id} is #{seq} of the chain but comes after {after}"
 
     @staticmethod
     def _check_head(client: str, chain: _Chain, head: AuditHead | None, anchor: Anchor | None,
-                    exists: bool, fail: Callable[[str, int | None, str], None]) -> None:
+                    exists: bool, fail: Callable[[str, int | None, str, str], None]) -> None:
+        """The recomputed chain against the stored head, then against the anchor if any."""
         if anchor is not None and not exists:
-            fail(client, None, f"rolled back: the anchor records {anchor.entry_count} entries "
-                               "but the client no longer exists")
+            fail(client, None, "rolled back",
+                 f"the anchor records {anchor.entry_count} entries but the client no longer exists")
             return
         if head is None:
-            fail(client, chain.last_id, "its stored head is missing")
+            fail(client, chain.last_id, "head mismatch", "the client has no stored head")
             return
+        ends = f"entry {chain.last_id} (#{chain.count})" if chain.last_id else "the start (no entries)"
         if chain.count < head.entry_count:
-            where = f"after entry {chain.last_id}" if chain.last_id is not None else "from the start"
-            fail(client, chain.last_id,
-                 f"entries after the stored head are missing: the head counts {head.entry_count} "
-                 f"entries ending at entry {head.last_entry_id}, the chain has {chain.count} "
-                 f"(missing {where})")
-            return
-        if (chain.count, chain.hash, chain.last_id) != (head.entry_count, head.hash, head.last_entry_id):
-            fail(client, chain.last_id,
-                 f"the stored head (#{head.entry_count}, entry {head.last_entry_id}) does not match "
-                 f"the chain's last entry (#{chain.count}, entry {chain.last_id})")
-            return
-        if anchor is not None and chain.count < anchor.entry_count:
-            fail(client, chain.last_id,
-                 f"rolled back: the anchor records {anchor.entry_count} entries ending in hash "
-                 f"{anchor.hash[:16]}..., the database has {chain.count}")
+            fail(client, chain.last_id, "newest entries missing",
+                 f"the chain ends at {ends} but the stored head counts {head.entry_count} entries "
+                 f"ending at entry {head.last_entry_id}")
+        elif (chain.count, chain.hash, chain.last_id) != (head.entry_count, head.hash, head.last_entry_id):
+            fail(client, chain.last_id, "head mismatch",
+                 f"the chain ends at {ends} but the stored head says {head.entry_count} entries "
+                 f"ending at entry {head.last_entry_id} with another hash")
+        elif anchor is not None and chain.count < anchor.entry_count:
+            fail(client, chain.last_id, "rolled back",
+                 f"the anchor records {anchor.entry_count} entries ending in hash {anchor.hash[:16]}..., "
+                 f"the database has {chain.count}, ending at {ends}")
         elif anchor is not None and anchor.entry_count == 0 and anchor.hash != GENESIS:
-            fail(client, None, "the anchor of an empty chain must hold the genesis hash")
+            fail(client, None, "rolled back", "the anchor of an empty chain does not hold the genesis hash")
 
     def _entry_batches(self, client_id: str | None, batch_size: int) -> Iterator[list]:
         """Entries in id order, keyset-paged, as plain rows (no ORM objects on the hot path)."""

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import requests
 
+from credits_service.config import TestConfig
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -38,6 +40,8 @@ class Instance:
             "DATABASE_URL": self.database_url,
             "RATELIMIT_ENABLED": "false",
             "LOG_LEVEL": "WARNING",
+            # The key the tests' own apps verify with.
+            "AUDIT_HMAC_KEYS": TestConfig.AUDIT_HMAC_KEYS,
             **self.extra_env,
         }
         with open(self.log_path or os.devnull, "ab") as log:
