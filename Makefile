@@ -25,8 +25,10 @@ browser:
 
 install: $(VENV)/.installed
 
-## make run: install, migrate, print a write key on an empty database, serve on http://$(HOST):$(PORT)
+## make run: install, make a development audit key unless AUDIT_HMAC_KEYS is set, migrate,
+## print a write key on an empty database, serve on http://$(HOST):$(PORT)
 run: install
+	@$(BIN)/python -m credits_service.audit_dev_key
 	$(BIN)/flask --app app db upgrade
 	@$(BIN)/flask --app app keys bootstrap
 	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 1 --threads 4 --no-control-socket --access-logfile - app:app

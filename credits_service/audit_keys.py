@@ -1,7 +1,6 @@
 """Where the audit chain's HMAC keys come from: AUDIT_HMAC_KEYS, else a development key file.
 
-`python -m credits_service.audit_keys` (run by `make run`) makes that file when it is missing.
-It runs without the app, because the app refuses to start until a key exists.
+`python -m credits_service.audit_dev_key` (run by `make run`) makes that file when it is missing.
 """
 
 import os
@@ -51,12 +50,3 @@ def make_dev_key(path: str) -> bool:
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
         file.write(f"dev:{secrets.token_hex(32)}\n")
     return True
-
-
-if __name__ == "__main__":
-    if os.environ.get("AUDIT_HMAC_KEYS"):
-        print("AUDIT_HMAC_KEYS is set: no development audit key needed.")
-    else:
-        key_file = dev_key_path(Flask("credits_service"))
-        if make_dev_key(key_file):
-            print(f"Made a development audit log key in {key_file} (set AUDIT_HMAC_KEYS in production).")

@@ -307,7 +307,7 @@ def test_the_entry_point_refuses_with_one_line(tmp_path):
            "DATABASE_URL": "sqlite:///" + str(tmp_path / "x.sqlite3")}
     done = subprocess.run([sys.executable, "-c", "import app"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1
+    assert done.returncode == 3
     assert done.stderr.splitlines() == [
         "credits-service cannot start: AUDIT_HMAC_KEYS must be comma-separated id:secret pairs, each id 1 to 32 "
         "characters of A-Z, a-z, 0-9, '.', '_' or '-'; got an entry 'nonsense' (from AUDIT_HMAC_KEYS)"
