@@ -63,11 +63,16 @@ class AuditKeys:
         return cls(next(iter(secrets)), secrets)
 
 
+# Built once: json.dumps with options builds a new encoder on every call, and verify calls it
+# a million times.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def canonical_entry(entry_id: int, client_id: str, seq: int, admin_id: str, action: str,
                     details: dict[str, Any], previous_value: str | None, new_value: str | None,
                     created_at: datetime) -> bytes:
     """The bytes an entry's hash covers: JSON, sorted keys, no spaces, ASCII only."""
-    return json.dumps(
+    return _CANONICAL_JSON.encode(
         {
             "action": action,
             "adminId": admin_id,
@@ -78,8 +83,7 @@ def canonical_entry(entry_id: int, client_id: str, seq: int, admin_id: str, acti
             "newValue": new_value,
             "previousValue": previous_value,
             "seq": seq,
-        },
-        sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+        }
     ).encode("ascii")
 
 
@@ -314,16 +318,17 @@ class AuditTrail:
             fail(client, None, "rolled back", "the anchor of an empty chain does not hold the genesis hash")
 
     def _entry_batches(self, client_id: str | None, batch_size: int) -> Iterator[list]:
-        """Entries in id order, keyset-paged, as plain rows (no ORM objects on the hot path)."""
+        """Entries in id order, keyset-paged, as plain rows: Core, no ORM loading on the hot path."""
         log = CreditAuditLog
         query = select(log.id, log.client_id, log.seq, log.admin_id, log.action, log.details,
                        log.previous_value, log.new_value, log.created_at, log.previous_hash,
                        log.hash, log.key_id).order_by(log.id).limit(batch_size)
         if client_id is not None:
             query = query.where(log.client_id == client_id)
+        connection = self.session.connection()
         last_id = 0
         while True:
-            batch = self.session.execute(query.where(log.id > last_id)).all()
+            batch = connection.execute(query.where(log.id > last_id)).all()
             if not batch:
                 return
             yield batch
