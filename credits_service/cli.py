@@ -9,12 +9,12 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from .api import audit_trail, idempotency_keys
+from .api import idempotency_keys
 from .errors import NotFound
 from .extensions import db
 from .models import ROLES
 from .months import iso_utc
-from .services.audit import Anchor
+from .services.audit import Anchor, AuditTrail
 from .services.keys import ApiKeys, is_expired
 
 keys_cli = AppGroup("keys", help="Create, list and revoke API keys.")
@@ -23,6 +23,10 @@ audit_cli = AppGroup("audit", help="Prove the audit log: verify its hash chains,
 
 def _api_keys() -> ApiKeys:
     return ApiKeys(db.session(), current_app.config["CLOCK"])
+
+
+def _audit_trail() -> AuditTrail:
+    return AuditTrail(db.session(), current_app.extensions["audit_keys"])
 
 
 def _shown(moment) -> str:
@@ -87,7 +91,7 @@ def purge_idempotency_keys() -> None:
 @audit_cli.command("heads")
 def audit_heads() -> None:
     """Print each client's stored head as a JSON line, to keep outside the database."""
-    for head in audit_trail().heads():
+    for head in _audit_trail().heads():
         click.echo(json.dumps({
             "clientId": head.client_id, "entryCount": head.entry_count, "lastEntryId": head.last_entry_id,
             "hash": head.hash, "updatedAt": iso_utc(head.updated_at),
@@ -123,7 +127,7 @@ def audit_verify(client_id: str | None, against) -> None:
     client naming the first bad entry.
     """
     anchors = _read_anchors(against) if against else []
-    trail = audit_trail()
+    trail = _audit_trail()
     started = time.monotonic()
     if sys.stdout.isatty():
         bar = click.progressbar(length=trail.count_entries(client_id), label="Verifying audit chains")
