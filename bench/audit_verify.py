@@ -9,6 +9,7 @@ prints its wall time. A benchmark to run by hand, never a timed test.
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -82,7 +83,10 @@ def main() -> None:
         began = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "audit", "verify"],
                               cwd=ROOT, env=env, capture_output=True, text=True)
-        print(f"flask audit verify: exit {done.returncode} after {time.monotonic() - began:.1f} s wall")
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
+        print(f"flask audit verify: exit {done.returncode} after {time.monotonic() - began:.1f} s wall, "
+              f"{used.ru_utime + used.ru_stime:.1f} s CPU (the command's process, start-up included); "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         print(done.stdout.strip(), done.stderr.strip())
     finally:
         with psycopg.connect(SERVER, autocommit=True) as conn:

@@ -18,7 +18,7 @@ from credits_service import create_app
 from credits_service.audit_keys import ConfigurationError, load_audit_keys, make_dev_key
 from credits_service.config import TestConfig
 from credits_service.extensions import db
-from credits_service.services.audit import GENESIS, canonical_entry, chain_hash
+from credits_service.services.audit import GENESIS, chain_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_KEY_ID, TEST_SECRET = TestConfig.AUDIT_HMAC_KEYS.split(":", 1)
@@ -113,8 +113,7 @@ def test_deleting_a_client_deletes_its_chain_and_leaves_the_others_intact(app, a
         assert session.scalar(text(counted.format("audit_heads"))) == 0
     result = verify(runner)
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == result.output.strip().splitlines()[0]
-    assert "3 entries of 1 client(s)" in result.output
+    assert result.output.startswith("Audit log intact: 3 entries of 1 client(s)")
 
 
 def test_appending_after_a_deleted_client_keeps_every_chain_intact(api, chains, runner):
@@ -137,8 +136,7 @@ def test_an_intact_log_verifies_with_a_one_line_summary(api, chains, runner):
                                                              "reason": "Ünïcode, \"quotes\"\nand lines"}).status_code == 200
     result = verify(runner)
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines() == ["Audit log intact: 7 entries of 3 client(s) verified in "
-                                          + result.output.split(" in ")[1].strip()]
+    assert re.fullmatch(r"Audit log intact: 7 entries of 3 client\(s\) verified in \d+\.\d s\.\n", result.output)
 
 
 def test_the_chain_follows_the_documented_encoding(app, api, chains):
@@ -155,7 +153,6 @@ def test_the_chain_follows_the_documented_encoding(app, api, chains):
     [head] = [json.loads(line) for line in app.test_cli_runner().invoke(args=["audit", "heads"]).output.splitlines()
               if json.loads(line)["clientId"] == "acme"]
     assert (head["entryCount"], head["lastEntryId"], head["hash"]) == (3, chains["acme"][-1], previous)
-    assert canonical_entry  # the service's own encoder is what the migration uses
 
 
 @pytest.mark.parametrize("edit", [
@@ -227,6 +224,17 @@ def test_entries_reordered_within_a_chain(app, chains, runner):
                 assignments = assignments.replace("details = :details", "details = CAST(:details AS jsonb)")
             session.execute(text(f"UPDATE credit_audit_log SET {assignments} WHERE id = :id"), {**values, "id": target})
     assert_broken(verify(runner), "acme", "reordered", first)
+
+
+@pytest.mark.parametrize("tamper", [
+    "UPDATE audit_heads SET entry_count = 1, last_entry_id = :first, hash = :hash WHERE client_id = 'acme'",
+    "DELETE FROM audit_heads WHERE client_id = 'acme'",
+])
+def test_a_stored_head_that_does_not_match_its_chain(app, api, chains, runner, tamper):
+    first = entries(api)[0]
+    with triggers_disabled(app) as session:
+        session.execute(text(tamper), {"first": first["id"], "hash": first["hash"]})
+    assert_broken(verify(runner), "acme", "head mismatch", chains["acme"][-1])
 
 
 def test_verify_one_client(app, chains, runner):

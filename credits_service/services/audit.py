@@ -111,15 +111,13 @@ class Failure:
 
     client_id: str
     entry_id: int | None  # the first bad entry, when there is one to name
-    kind: str  # one of KINDS
+    # changed, missing, reordered, newest entries missing, head mismatch, rolled back,
+    # unknown key, no such client
+    kind: str
     detail: str
 
     def __str__(self) -> str:
         return f"client {self.client_id!r}: {self.kind}: {self.detail}"
-
-
-KINDS = ("changed", "missing", "reordered", "newest entries missing", "head mismatch",
-         "rolled back", "unknown key", "no such client")
 
 
 @dataclass
@@ -166,7 +164,7 @@ class AuditTrail:
             select(AuditHead).where(AuditHead.client_id == client_id)
             .with_for_update().execution_options(populate_existing=True)
         )
-        if head is None:
+        if head is None:  # every client gets one when created: its chain has been tampered with
             raise RuntimeError(f"client {client_id!r} has no audit head")
         created_at = to_milliseconds(now)
         entry = CreditAuditLog(
@@ -298,10 +296,10 @@ class AuditTrail:
             fail(client, None, "rolled back",
                  f"the anchor records {anchor.entry_count} entries but the client no longer exists")
             return
-        if head is None:
-            fail(client, chain.last_id, "head mismatch", "the client has no stored head")
-            return
         ends = f"entry {chain.last_id} (#{chain.count})" if chain.last_id else "the start (no entries)"
+        if head is None:
+            fail(client, chain.last_id, "head mismatch", f"the client has no stored head; its chain ends at {ends}")
+            return
         if chain.count < head.entry_count:
             fail(client, chain.last_id, "newest entries missing",
                  f"the chain ends at {ends} but the stored head counts {head.entry_count} entries "
