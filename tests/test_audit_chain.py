@@ -161,6 +161,7 @@ def test_the_chain_follows_the_documented_encoding(app, api, chains):
     "previous_value = NULL",
     "admin_id = 'mallory@example.com'",
     "created_at = created_at + INTERVAL '1 day'",
+    "hash = 'not a hash, and not ASCII: é'",
 ])
 def test_an_edited_entry_is_changed(app, chains, runner, edit):
     target = chains["acme"][1]
