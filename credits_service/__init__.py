@@ -10,6 +10,7 @@ from flask_swagger_ui import get_swaggerui_blueprint
 from sqlalchemy import event
 
 from . import metrics
+from .audit_keys import load_audit_keys
 from .config import Config
 from .errors import register_error_handlers
 from .extensions import db, limiter, migrate
@@ -36,6 +37,8 @@ def create_app(config: type[Config] | None = None) -> Flask:
     configure_logging(app)
     register_access_log(app)
     metrics.init_app(app)
+    # Refuse to start (ConfigurationError) rather than write an audit log nobody can prove.
+    app.extensions["audit_keys"] = load_audit_keys(app)
     _register_request_id(app)
 
     db.init_app(app)
@@ -64,9 +67,10 @@ def create_app(config: type[Config] | None = None) -> Flask:
     app.teardown_appcontext(lambda exc: db.session.remove())
     purger.init_app(app)
 
-    from .cli import idempotency_cli, keys_cli
+    from .cli import audit_cli, idempotency_cli, keys_cli
 
     app.cli.add_command(keys_cli)
+    app.cli.add_command(audit_cli)
     app.cli.add_command(idempotency_cli)
     return app
 

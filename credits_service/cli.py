@@ -1,6 +1,9 @@
-"""`flask keys ...` and `flask idempotency ...`."""
+"""`flask keys ...`, `flask idempotency ...` and `flask audit ...`."""
 
+import json
 import sys
+import time
+from contextlib import nullcontext
 
 import click
 from flask import current_app
@@ -11,13 +14,19 @@ from .errors import NotFound
 from .extensions import db
 from .models import ROLES
 from .months import iso_utc
+from .services.audit import Anchor, AuditTrail
 from .services.keys import ApiKeys, is_expired
 
 keys_cli = AppGroup("keys", help="Create, list and revoke API keys.")
 idempotency_cli = AppGroup("idempotency", help="Maintain stored Idempotency-Key answers.")
+audit_cli = AppGroup("audit", help="Prove the audit log: verify its hash chains, export their heads.")
 
 def _api_keys() -> ApiKeys:
     return ApiKeys(db.session(), current_app.config["CLOCK"])
+
+
+def _audit_trail() -> AuditTrail:
+    return AuditTrail(db.session(), current_app.extensions["audit_keys"])
 
 
 def _shown(moment) -> str:
@@ -78,3 +87,62 @@ def purge_idempotency_keys() -> None:
     """Delete stored Idempotency-Key answers older than IDEMPOTENCY_TTL_HOURS, in batches."""
     purged = idempotency_keys().purge(current_app.config["IDEMPOTENCY_PURGE_BATCH"])
     click.echo(f"Deleted {purged} expired idempotency key(s).")
+
+
+@audit_cli.command("heads")
+def audit_heads() -> None:
+    """Print each client's stored head as a JSON line, to keep outside the database."""
+    for head in _audit_trail().heads():
+        click.echo(json.dumps({
+            "clientId": head.client_id, "entryCount": head.entry_count, "lastEntryId": head.last_entry_id,
+            "hash": head.hash, "updatedAt": iso_utc(head.updated_at),
+        }, separators=(",", ":")))
+
+
+def _read_anchors(file) -> list[Anchor]:
+    anchors = []
+    for number, line in enumerate(file, start=1):
+        if not line.strip():
+            continue
+        try:
+            head = json.loads(line)
+            anchor = Anchor(head["clientId"], head["entryCount"], head["hash"])
+        except (ValueError, TypeError, KeyError) as error:
+            raise click.BadParameter(f"line {number} is not a head written by `flask audit heads` ({error})",
+                                     param_hint="--against") from None
+        if not (isinstance(anchor.client_id, str) and isinstance(anchor.entry_count, int)
+                and isinstance(anchor.hash, str) and anchor.entry_count >= 0):
+            raise click.BadParameter(f"line {number} has a field of the wrong type", param_hint="--against")
+        anchors.append(anchor)
+    return anchors
+
+
+@audit_cli.command("verify")
+@click.option("--client", "client_id", default=None, help="Only this client's chain.")
+@click.option("--against", type=click.File("r", encoding="utf-8"), default=None,
+              help="Heads saved earlier by `flask audit heads`: also catch a chain rolled back since.")
+def audit_verify(client_id: str | None, against) -> None:
+    """Recompute every audit chain and check it against the stored heads.
+
+    Exits 0 with a one-line summary when all is intact; exits 1 with one line per broken
+    client naming the first bad entry.
+    """
+    anchors = _read_anchors(against) if against else []
+    trail = _audit_trail()
+    started = time.monotonic()
+    if sys.stdout.isatty():
+        bar = click.progressbar(length=trail.count_entries(client_id), label="Verifying audit chains")
+    else:
+        bar = nullcontext(None)
+    with bar as progress:
+        result = trail.verify(client_id, anchors, progress=progress.update if progress else lambda n: None)
+    seconds = time.monotonic() - started
+    for failure in result.failures:
+        click.echo(str(failure))
+    scope = f"client {client_id!r}" if client_id else f"{result.clients} client(s)"
+    if result.intact:
+        click.echo(f"Audit log intact: {result.entries} entries of {scope} verified in {seconds:.1f} s.")
+        return
+    click.echo(f"Audit log NOT intact: {len(result.failures)} broken chain(s) among {scope}, "
+               f"{result.entries} entries read in {seconds:.1f} s.")
+    sys.exit(1)

@@ -184,6 +184,10 @@ SETTINGS = (
     # does), this many rows per transaction.
     Setting("IDEMPOTENCY_PURGE_INTERVAL_SECONDS", "non_negative_int", 60, "seconds, 0 to turn it off, e.g. 60"),
     Setting("IDEMPOTENCY_PURGE_BATCH", "positive_int", 1000, "rows, at least 1, e.g. 1000"),
+    # id:secret pairs, comma-separated; the first signs new audit entries, the others still
+    # verify (checked by audit_keys.load_audit_keys). Unset: the development key in
+    # instance/audit-hmac.key, made by `make run`.
+    Setting("AUDIT_HMAC_KEYS", "str", None, "id:secret pairs, comma-separated"),
     Setting("LOG_LEVEL", "log_level_name", "INFO", f"one of {', '.join(LOG_LEVELS)}"),
     Setting("LOG_JSON", "flag", True, BOOLEAN),
 )
@@ -240,6 +244,7 @@ class TestConfig(Config):
     RATELIMIT_ENABLED = False
     RATELIMIT_STORAGE_URI = "memory://"
     LOG_JSON = False
+    AUDIT_HMAC_KEYS = "test:test-audit-key-not-for-production-0123456789"
 
 
 def validate_environment() -> type[Config]:

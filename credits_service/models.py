@@ -115,11 +115,14 @@ class UsageRecord(db.Model):
 
 
 class CreditAuditLog(db.Model):
-    """Append-only: the service inserts entries and never updates or deletes one."""
+    """Append-only, one hash chain per client (services/audit.py); triggers refuse UPDATE and
+    DELETE except the cascade of a deleted client."""
 
     __tablename__ = "credit_audit_log"
     __table_args__ = (
         CheckConstraint(_one_of("action", AUDIT_ACTIONS), name="action"),
+        # One entry per place in a client's chain, even if a writer skipped the lock.
+        UniqueConstraint("client_id", "seq"),
         Index("ix_credit_audit_log_client_created", "client_id", "created_at"),
         # Listing is newest first by insertion order (the id), per client.
         Index("ix_credit_audit_log_client_id_desc", "client_id", "id"),
@@ -135,6 +138,31 @@ class CreditAuditLog(db.Model):
     previous_value: Mapped[str | None] = mapped_column(Text)
     new_value: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    # The place in the client's chain, from 1: a gap means missing entries, a step back a reorder.
+    seq: Mapped[int] = mapped_column(BigInteger)
+    # Hex SHA-256 HMACs: this entry's, and the one it chains from (GENESIS for the first).
+    previous_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(32))
+
+
+class AuditHead(db.Model):
+    """The newest state of a client's audit chain, advanced with every entry.
+
+    Triggers refuse any change but one step forward (entry_count + 1, to an existing entry
+    of the client with that seq and hash) and refuse deletion except the client's cascade.
+    """
+
+    __tablename__ = "audit_heads"
+
+    client_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True
+    )
+    entry_count: Mapped[int] = mapped_column(BigInteger)
+    last_entry_id: Mapped[int | None] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    # The last entry's createdAt, or the client's creation while the chain is empty.
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class ApiKey(db.Model):

@@ -194,6 +194,11 @@ class AuditEntrySchema(Schema):
     previous_value = fields.String(data_key="previousValue", allow_none=True)
     new_value = fields.String(data_key="newValue", allow_none=True)
     created_at = UTCDateTime(data_key="createdAt")
+    seq = fields.Integer(metadata={"description": "The entry's place in its client's hash chain, from 1."})
+    hash = fields.String(
+        metadata={"description": "HMAC-SHA256 (hex) over the previous entry's hash and this entry's "
+                                 "canonical encoding: `flask audit verify` recomputes it."}
+    )
 
 
 class QuotaOverviewSchema(Schema):

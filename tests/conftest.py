@@ -108,7 +108,9 @@ def app(app_config):
         if db.engine.dialect.name == "postgresql":
             session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
         else:
-            for table in reversed(db.metadata.sorted_tables):
+            # Parents first: deleting a client cascades to its audit entries and head, which
+            # the append-only triggers refuse to delete directly.
+            for table in db.metadata.sorted_tables:
                 session.execute(table.delete())
         session.commit()
         db.engine.dispose()

@@ -1,6 +1,7 @@
 """The credit audit log: GET /api/admin/clients/<id>/audit-log, and append-only in the database."""
 
 import json
+import re
 from datetime import datetime
 
 import pytest
@@ -10,7 +11,8 @@ from sqlalchemy.exc import DatabaseError
 from conftest import assert_error
 from credits_service.extensions import db
 
-ENTRY_FIELDS = {"id", "clientId", "adminId", "action", "details", "previousValue", "newValue", "createdAt"}
+ENTRY_FIELDS = {"id", "clientId", "adminId", "action", "details", "previousValue", "newValue", "createdAt",
+                "seq", "hash"}
 
 
 
@@ -61,6 +63,9 @@ def test_entries_are_newest_first_with_their_fields(api, clock):
         assert entry["createdAt"].endswith("Z")
         assert datetime.fromisoformat(entry["createdAt"]) == datetime.fromisoformat("2026-11-25T12:00:00+00:00")
     assert len({entry["id"] for entry in items}) == 4
+    assert [entry["seq"] for entry in items] == [4, 3, 2, 1]
+    assert all(re.fullmatch("[0-9a-f]{64}", entry["hash"]) for entry in items)
+    assert len({entry["hash"] for entry in items}) == 4
     reset, grant, _, _ = items
     assert grant["details"]["amount"] == 50
     assert grant["details"]["reason"] == "goodwill"

@@ -1,5 +1,7 @@
 """The migrations build exactly what the models describe, and go down and up again cleanly."""
 
+import json
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -10,7 +12,8 @@ from conftest import config_for
 from credits_service import create_app
 from credits_service.extensions import db
 
-TABLES = {"api_keys", "clients", "quota_limits", "usage_records", "credit_audit_log", "idempotency_keys"}
+TABLES = {"api_keys", "clients", "quota_limits", "usage_records", "credit_audit_log", "audit_heads",
+          "idempotency_keys"}
 
 
 def schema_diff(app):
@@ -60,19 +63,67 @@ def test_downgrade_to_base_then_upgrade(fresh_app):
     assert schema_diff(fresh_app) == []
 
 
+def add_entry(session, entry_id, client_id="acme", **chain):
+    columns = {"id": entry_id, "client_id": client_id, "admin_id": "alice@example.com",
+               "action": "limit_change", "details": '{"reason": "r"}', "previous_value": "1",
+               "new_value": "2", "created_at": "2026-11-25 12:00:00.123456+00:00", **chain}
+    session.execute(text(f"INSERT INTO credit_audit_log ({', '.join(columns)}) "
+                         f"VALUES ({', '.join(':' + name for name in columns)})"), columns)
+
+
+def add_client(session, client_id):
+    session.execute(text("INSERT INTO clients (id, name, created_at, updated_at) "
+                         "VALUES (:id, 'Acme', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"), {"id": client_id})
+
+
 def test_upgrade_after_downgrade_restores_the_append_only_guard(fresh_app):
     flask_db(fresh_app, "upgrade")
     flask_db(fresh_app, "downgrade", "base")
     flask_db(fresh_app, "upgrade")
     with fresh_app.app_context():
         session = db.session()
-        session.execute(text("INSERT INTO clients (id, name, created_at, updated_at) "
-                             "VALUES ('acme', 'Acme', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
-        session.execute(text("INSERT INTO credit_audit_log (client_id, admin_id, action, details, created_at) "
-                             "VALUES ('acme', 'alice@example.com', 'limit_change', '{}', CURRENT_TIMESTAMP)"))
+        add_client(session, "acme")
+        add_entry(session, 1, seq=1, previous_hash="0" * 64, hash="1" * 64, key_id="test")
+        session.commit()
+        for statement in ("UPDATE credit_audit_log SET admin_id = 'mallory'", "DELETE FROM credit_audit_log"):
+            with pytest.raises(DatabaseError):
+                session.execute(text(statement))
+                session.commit()
+            session.rollback()
+        assert session.execute(text("SELECT admin_id FROM credit_audit_log")).scalars().all() == ["alice@example.com"]
+
+
+def test_downgrade_to_0001_keeps_its_guard_against_updates(fresh_app):
+    flask_db(fresh_app, "upgrade")
+    flask_db(fresh_app, "downgrade", "0001")
+    with fresh_app.app_context():
+        session = db.session()
+        add_client(session, "acme")
+        add_entry(session, 1)
         session.commit()
         with pytest.raises(DatabaseError):
             session.execute(text("UPDATE credit_audit_log SET admin_id = 'mallory'"))
             session.commit()
         session.rollback()
-        assert session.execute(text("SELECT admin_id FROM credit_audit_log")).scalars().all() == ["alice@example.com"]
+
+
+def test_upgrade_chains_the_entries_that_already_exist(fresh_app):
+    flask_db(fresh_app, "upgrade", "0001")
+    with fresh_app.app_context():
+        session = db.session()
+        for client_id in ("acme", "other", "empty"):
+            add_client(session, client_id)
+        for entry_id, client_id in enumerate(["acme", "other", "acme", "acme", "other"], start=1):
+            add_entry(session, entry_id, client_id)
+        session.commit()
+    flask_db(fresh_app, "upgrade")
+    runner = fresh_app.test_cli_runner()
+    verified = runner.invoke(args=["audit", "verify"])
+    assert verified.exit_code == 0, verified.output
+    assert "5 entries of 3 client(s)" in verified.output
+    heads = [json.loads(line) for line in runner.invoke(args=["audit", "heads"]).output.splitlines()]
+    assert [(h["clientId"], h["entryCount"], h["lastEntryId"]) for h in heads] == [
+        ("acme", 3, 4), ("empty", 0, None), ("other", 2, 5)]
+    with fresh_app.app_context():
+        seqs = db.session().execute(text("SELECT id, seq FROM credit_audit_log ORDER BY id")).all()
+    assert [tuple(row) for row in seqs] == [(1, 1), (2, 1), (3, 2), (4, 3), (5, 2)]

@@ -238,7 +238,8 @@ def test_plan_change_writes_one_plan_change_entry(api, clock):
     clock.set("2026-11-25T12:00:00+00:00")
     put_quota(api, {"plan": "pro", "storageQuotaMb": 77, "reason": "upgrade"})
     [entry] = audit_entries(api)
-    assert set(entry) == {"id", "clientId", "adminId", "action", "details", "previousValue", "newValue", "createdAt"}
+    assert set(entry) == {"id", "clientId", "adminId", "action", "details", "previousValue", "newValue", "createdAt",
+                          "seq", "hash"}
     assert entry["clientId"] == "acme"
     assert entry["adminId"] == "alice@example.com"
     assert entry["action"] == "plan_change"

@@ -12,6 +12,7 @@ from werkzeug.routing import BaseConverter
 from ..auth import auth
 from ..extensions import db
 from ..schemas import CLIENT_ID_PATTERN
+from ..services.audit import AuditTrail
 from ..services.credits import CreditsService
 from ..services.idempotency import IdempotencyKeys
 
@@ -74,8 +75,12 @@ class Blueprint(SmorestBlueprint):
         return lambda view: body_refusals(parse(view))
 
 
+def audit_trail() -> AuditTrail:
+    return AuditTrail(db.session(), current_app.extensions["audit_keys"])
+
+
 def credits_service() -> CreditsService:
-    return CreditsService(db.session(), current_app.config["CLOCK"])
+    return CreditsService(db.session(), current_app.config["CLOCK"], audit_trail())
 
 
 def idempotency_keys() -> IdempotencyKeys:

@@ -1,5 +1,7 @@
 """CreditsService: the business rules for clients, quotas, credits and usage.
 
+Audit entries are appended through AuditTrail (services/audit.py), in the change's transaction.
+
 Every public method that changes something owns its transaction: the change and its
 audit entry (and, for an idempotent request, the stored response) commit together or
 not at all. Writers take the client's quota row lock first, so every change to one
@@ -25,6 +27,7 @@ from ..errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
 from ..models import Client, CreditAuditLog, QuotaLimit, UsageRecord
 from ..months import iso_utc, month_of, next_month_start
 from ..plans import DEFAULT_PLAN, MAX_LIMIT, PLAN_LIMITS, UNLIMITED, remaining
+from .audit import AuditTrail
 from .idempotency import IdempotencyClaim
 from .transactions import upsert, write_transaction
 
@@ -104,9 +107,10 @@ def _json_text(value: dict[str, Any]) -> str:
 
 
 class CreditsService:
-    def __init__(self, session: Session, clock: Callable[[], datetime]):
+    def __init__(self, session: Session, clock: Callable[[], datetime], audit: AuditTrail):
         self.session = session
         self.clock = clock
+        self.audit = audit
 
     # ---- transactions and shared steps ---------------------------------------
 
@@ -137,15 +141,6 @@ class CreditsService:
             remaining=remaining(limit, used),
             is_unlimited=limit == UNLIMITED,
             reset_date=next_month_start(now),
-        )
-
-    def _audit(self, client_id: str, actor: str, action: str, details: dict[str, Any],
-               previous_value: str | None, new_value: str | None, now: datetime) -> None:
-        self.session.add(
-            CreditAuditLog(
-                client_id=client_id, admin_id=actor, action=action, details=details,
-                previous_value=previous_value, new_value=new_value, created_at=now,
-            )
         )
 
     def _page(self, query: Select, limit: int, offset: int, item: Callable[[Row], Any]) -> Page:
@@ -188,6 +183,7 @@ class CreditsService:
                         storage_quota_mb=limits.storage_quota_mb, created_at=now, updated_at=now,
                     )
                 )
+                self.audit.start(client_id, now)
         except IntegrityError:  # the same id created concurrently
             raise duplicate from None
         self._logged(actor, "client_create", client_id)
@@ -247,8 +243,8 @@ class CreditsService:
                 for field in after
                 if before[field] != after[field]
             }
-            self._audit(client_id, actor, action, {"changes": changes, "reason": reason},
-                        _json_text(before), _json_text(after), now)
+            self.audit.append(client_id, actor, action, {"changes": changes, "reason": reason},
+                              _json_text(before), _json_text(after), now)
         self._logged(actor, action, client_id)
         return quota
 
@@ -275,8 +271,8 @@ class CreditsService:
             quota.monthly_generation_limit = new_limit
             quota.updated_at = now
             used = self._usage_count(client_id, month_of(now))
-            self._audit(client_id, actor, "credit_grant", {"amount": amount, "reason": reason},
-                        str(previous), str(new_limit), now)
+            self.audit.append(client_id, actor, "credit_grant", {"amount": amount, "reason": reason},
+                              str(previous), str(new_limit), now)
             result = GrantResult(used, previous, new_limit, remaining(new_limit, used))
             if idempotency:
                 idempotency.complete(self.session, result)
@@ -296,9 +292,9 @@ class CreditsService:
             if record is not None:
                 record.generation_count = 0
                 record.updated_at = now
-            self._audit(client_id, actor, "usage_reset",
-                        {"previousUsage": previous, "month": month, "reason": reason},
-                        str(previous), "0", now)
+            self.audit.append(client_id, actor, "usage_reset",
+                              {"previousUsage": previous, "month": month, "reason": reason},
+                              str(previous), "0", now)
             limit = quota.monthly_generation_limit
             result = ResetResult(previous, limit, remaining(limit, 0))
             if idempotency:

@@ -25,6 +25,23 @@ def write_transaction(session: Session) -> Iterator[None]:
         yield
 
 
+def snapshot_transaction(session: Session) -> None:
+    """Begin a read transaction that sees one snapshot throughout, however many statements it runs.
+
+    PostgreSQL's default (READ COMMITTED) takes a new snapshot per statement; REPEATABLE READ
+    keeps the first. A SQLite read transaction in WAL mode keeps its snapshot already.
+    The caller ends it (rollback).
+    """
+    if session.in_transaction():
+        if session.new or session.dirty or session.deleted:
+            raise RuntimeError("unflushed changes outside a write transaction")
+        session.rollback()
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
+    else:
+        session.connection()
+
+
 def upsert(session: Session):
     """The dialect's INSERT, which has on_conflict_do_nothing / on_conflict_do_update."""
     dialect = session.get_bind().dialect.name

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import requests
 
+from credits_service.config import TestConfig
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -43,6 +45,8 @@ class Instance:
             "DATABASE_URL": self.database_url,
             "RATELIMIT_ENABLED": "false",
             "LOG_LEVEL": "WARNING",
+            # The key the tests' own apps verify with.
+            "AUDIT_HMAC_KEYS": TestConfig.AUDIT_HMAC_KEYS,
             **self.extra_env,
         }
         settings = ["-c", str(self.config)] if self.config else ["--graceful-timeout", "2", "--no-control-socket"]

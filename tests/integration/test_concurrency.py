@@ -16,7 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import issue_keys, migrated
+from conftest import config_for, issue_keys, migrated
+from credits_service import create_app
+from credits_service.extensions import db
 
 from .servers import Instance
 
@@ -113,13 +115,22 @@ def assert_grant_chain(entries, start, amount):
     return expected
 
 
+def assert_audit_chain_intact(backend, client_id):
+    """The client's hash chain, appended by racing workers, recomputes without a gap or fork."""
+    app = create_app(config_for(backend[1]))
+    result = app.test_cli_runner().invoke(args=["audit", "verify", "--client", client_id])
+    with app.app_context():
+        db.engine.dispose()
+    assert result.exit_code == 0, result.output
+
+
 def quota_status(caller, client_id):
     status, body = caller.call(0, "GET", f"/api/clients/{client_id}/quota-status", key="service")
     assert status == 200, body
     return body
 
 
-def test_parallel_grants_lose_no_increment(caller, client_id):
+def test_parallel_grants_lose_no_increment(backend, caller, client_id):
     amount, grants = 7, 200
     results = caller.parallel(
         [("POST", f"/api/admin/clients/{client_id}/credits", "write", {"action": "grant", "amount": amount})]
@@ -134,6 +145,8 @@ def test_parallel_grants_lose_no_increment(caller, client_id):
     assert assert_grant_chain(entries, 100, amount) == 100 + grants * amount
     # Each answer reports the change its own entry recorded.
     assert sorted(body["newLimit"] for _, body in results) == [int(e["newValue"]) for e in entries]
+    assert [e["seq"] for e in entries] == list(range(1, grants + 1))
+    assert_audit_chain_intact(backend, client_id)
 
 
 def test_parallel_consumption_never_oversells(caller, client_id):
@@ -261,6 +274,7 @@ def test_killed_worker_leaves_consistent_numbers(backend, caller, instances, cli
     assert outcomes[200] <= len(entries) <= outcomes[200] + outcomes["lost"]
     # The limit moved exactly as the committed entries say: no change without its entry, no entry without its change.
     assert assert_grant_chain(entries, 100, amount) == final["generationsLimit"]
+    assert_audit_chain_intact(backend, client_id)
 
 
 def test_delete_racing_grants_and_consumption_never_deadlocks(caller, client_id):
