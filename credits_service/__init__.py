@@ -41,7 +41,7 @@ def create_app(config: type[Config] | None = None) -> Flask:
         _tune_sqlite(app)
     limiter.init_app(app)
 
-    from .api import ClientIdConverter, audit, clients, credits, quota, usage
+    from .api import ClientIdConverter, audit, clients, credits, grants, quota, usage, usage_history
 
     app.url_map.converters["client_id"] = ClientIdConverter
     api = CreditsApi(app, spec_kwargs={"marshmallow_plugin": SchemaPlugin()})
@@ -51,6 +51,8 @@ def create_app(config: type[Config] | None = None) -> Flask:
     api.register_blueprint(quota.blp, url_prefix="/api/admin/clients")
     api.register_blueprint(credits.blp, url_prefix="/api/admin/clients")
     api.register_blueprint(audit.blp, url_prefix="/api/admin/clients")
+    api.register_blueprint(grants.blp, url_prefix="/api/admin/clients")
+    api.register_blueprint(usage_history.blp, url_prefix="/api/admin/clients")
     api.register_blueprint(usage.blp, url_prefix="/api/clients")
     app.register_blueprint(
         get_swaggerui_blueprint("/docs", "/openapi.json", config={"app_name": "credits-service", "validatorUrl": None})

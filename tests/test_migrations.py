@@ -10,7 +10,10 @@ from conftest import config_for
 from credits_service import create_app
 from credits_service.extensions import db
 
-TABLES = {"api_keys", "clients", "quota_limits", "usage_records", "credit_audit_log", "idempotency_keys"}
+TABLES = {
+    "api_keys", "clients", "quota_limits", "usage_records", "credit_audit_log", "idempotency_keys",
+    "credit_grants",
+}
 
 
 def schema_diff(app):

@@ -13,6 +13,7 @@ from ..auth import auth
 from ..extensions import db
 from ..schemas import CLIENT_ID_PATTERN
 from ..services.credits import CreditsService
+from ..services.grants import GrantsService
 from ..services.idempotency import IdempotencyKeys
 
 
@@ -76,6 +77,10 @@ class Blueprint(SmorestBlueprint):
 
 def credits_service() -> CreditsService:
     return CreditsService(db.session(), current_app.config["CLOCK"])
+
+
+def grants_service() -> GrantsService:
+    return GrantsService(db.session(), current_app.config["CLOCK"])
 
 
 def idempotency_keys() -> IdempotencyKeys:
