@@ -288,9 +288,9 @@ def test_consumption_racing_month_grants_and_voids_fits_a_serial_order(caller, c
         assert body["generationCount"] <= body["limit"]
         position = limits.index(body["limit"], position)
         earliest.append(position)
-    latest, position = [], len(limits)
+    latest, position = [], len(limits) - 1
     for body in reversed(consumed):
-        position = max(i for i in range(position) if limits[i] == body["limit"])
+        position = max(i for i in range(position + 1) if limits[i] == body["limit"])
         latest.insert(0, position)
     # A refusal after the g-th success saw a limit between that success's and the next one's.
     for status, body in by_kind["use"]:
