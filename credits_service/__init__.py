@@ -48,7 +48,7 @@ def create_app(config: type[Config] | None = None) -> Flask:
     limiter.init_app(app)
 
     from . import purger
-    from .api import ClientIdConverter, audit, clients, credits, health, quota, usage
+    from .api import ClientIdConverter, audit, clients, credits, grants, health, quota, usage, usage_history
 
     app.url_map.converters["client_id"] = ClientIdConverter
     api = CreditsApi(app, spec_kwargs={"marshmallow_plugin": SchemaPlugin()})
@@ -58,6 +58,8 @@ def create_app(config: type[Config] | None = None) -> Flask:
     api.register_blueprint(quota.blp, url_prefix="/api/admin/clients")
     api.register_blueprint(credits.blp, url_prefix="/api/admin/clients")
     api.register_blueprint(audit.blp, url_prefix="/api/admin/clients")
+    api.register_blueprint(grants.blp, url_prefix="/api/admin/clients")
+    api.register_blueprint(usage_history.blp, url_prefix="/api/admin/clients")
     api.register_blueprint(usage.blp, url_prefix="/api/clients")
     api.register_blueprint(health.blp)
     app.register_blueprint(

@@ -22,7 +22,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from .extensions import db
 from .plans import DEFAULT_PLAN, PLANS
 
-AUDIT_ACTIONS = ("plan_change", "credit_grant", "limit_change", "usage_reset")
+AUDIT_ACTIONS = ("plan_change", "credit_grant", "limit_change", "usage_reset", "credit_void")
+# permanent raises the stored monthly limit; month adds to one UTC month only.
+GRANT_SCOPES = ("permanent", "month")
 ROLES = ("read", "write", "service")
 
 
@@ -101,6 +103,7 @@ class UsageRecord(db.Model):
     __table_args__ = (
         UniqueConstraint("client_id", "month"),
         CheckConstraint("generation_count >= 0", name="generation_count"),
+        CheckConstraint("granted >= 0", name="granted"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -110,6 +113,10 @@ class UsageRecord(db.Model):
     month: Mapped[str] = mapped_column(String(7))
     # 64-bit, so count + n never overflows on PostgreSQL, even for unlimited clients.
     generation_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    # This month's live month-grants, kept in the row consumption updates so that the check
+    # against the effective limit (stored limit + granted) is part of the one upsert statement.
+    # 64-bit, so stored limit + granted never overflows either.
+    granted: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now, onupdate=_now)
 
@@ -163,6 +170,38 @@ class AuditHead(db.Model):
     hash: Mapped[str] = mapped_column(String(64))
     # The last entry's createdAt, or the client's creation while the chain is empty.
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CreditGrant(db.Model):
+    """The grant ledger: one row per grant; a void marks its row and never deletes it."""
+
+    __tablename__ = "credit_grants"
+    __table_args__ = (
+        CheckConstraint(_one_of("scope", GRANT_SCOPES), name="scope"),
+        CheckConstraint("amount > 0", name="amount"),
+        CheckConstraint(
+            "(scope = 'month' AND month IS NOT NULL) OR (scope = 'permanent' AND month IS NULL)",
+            name="month",
+        ),
+        # The ledger is listed newest first (by id) per client.
+        Index("ix_credit_grants_client_id_desc", "client_id", "id"),
+        # A client's month-grants of one month, to sum or list them.
+        Index("ix_credit_grants_client_month", "client_id", "month"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    client_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("clients.id", ondelete="CASCADE")
+    )
+    amount: Mapped[int] = mapped_column(Integer)
+    scope: Mapped[str] = mapped_column(String(16))
+    month: Mapped[str | None] = mapped_column(String(7))
+    reason: Mapped[str | None] = mapped_column(Text)
+    admin_id: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+    voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    voided_by: Mapped[str | None] = mapped_column(String(200))
+    void_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class ApiKey(db.Model):

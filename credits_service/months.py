@@ -25,3 +25,20 @@ def next_month_start(moment: datetime) -> datetime:
 def iso_utc(moment: datetime) -> str:
     """ISO 8601 in UTC with a Z offset and millisecond precision, as the API writes instants."""
     return as_utc(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def month_start(month: str) -> datetime:
+    """The first instant of a usage month (YYYY-MM)."""
+    year, number = month.split("-")
+    return datetime(int(year), int(number), 1, tzinfo=UTC)
+
+
+def month_number(month: str) -> int:
+    """Months since year 0, so that ranges of months are integer arithmetic."""
+    year, number = month.split("-")
+    return int(year) * 12 + int(number) - 1
+
+
+def month_named(number: int) -> str:
+    """The usage month (YYYY-MM) month_number maps to number."""
+    return f"{number // 12:04d}-{number % 12 + 1:02d}"

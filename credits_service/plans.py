@@ -28,3 +28,10 @@ def remaining(limit: int, used: int) -> int | None:
     if limit == UNLIMITED:
         return None
     return max(limit - used, 0)
+
+
+def effective_limit(stored_limit: int, granted: int) -> int:
+    """This month's limit: the stored one plus this month's live month-grants (unlimited stays so)."""
+    if stored_limit == UNLIMITED:
+        return UNLIMITED
+    return stored_limit + granted

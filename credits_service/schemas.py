@@ -2,7 +2,7 @@
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from .models import AUDIT_ACTIONS
+from .models import AUDIT_ACTIONS, GRANT_SCOPES
 from .months import iso_utc
 from .plans import MAX_LIMIT, PLANS, UNLIMITED
 
@@ -12,6 +12,11 @@ NO_NUL = r"^[^\x00]*$"
 # Not blank: at least one character other than NUL and ASCII white space.
 NOT_BLANK = r"^[^\x00]*[^\x00 \t\n\r\f\v][^\x00]*$"
 REASON_MAX = 500
+# A usage month, YYYY-MM (years 1000 to 9999: four digits, so months compare as strings).
+MONTH_PATTERN = r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])$"
+# Ledger ids are 64-bit on both databases.
+MAX_ID = 2**63 - 1
+GRANT_STATUSES = ("active", "expired", "voided")
 
 
 class StrictSchema(Schema):
@@ -111,6 +116,21 @@ class AuditLogQuerySchema(PageQuerySchema):
     action = fields.String(validate=validate.OneOf(AUDIT_ACTIONS))
 
 
+class GrantQuerySchema(PageQuerySchema):
+    scope = fields.String(validate=validate.OneOf(GRANT_SCOPES))
+    status = fields.String(validate=validate.OneOf(GRANT_STATUSES))
+
+
+def _month_field(data_key: str, description: str) -> Text:
+    return Text(data_key=data_key, pattern=MONTH_PATTERN, pattern_error="Must be a month as YYYY-MM.",
+                metadata={"description": description})
+
+
+class UsageHistoryQuerySchema(StrictSchema):
+    from_month = _month_field("from", "The first month (YYYY-MM); defaults to 11 months before to.")
+    to_month = _month_field("to", "The last month (YYYY-MM); defaults to this UTC month.")
+
+
 class QuotaUpdateSchema(StrictSchema):
     plan = fields.String(validate=validate.OneOf(PLANS))
     monthly_generation_limit = _limit_field("monthlyGenerationLimit")
@@ -132,6 +152,19 @@ class GrantCreditsSchema(StrictSchema):
     action = fields.String(required=True, validate=validate.Equal("grant"))
     amount = StrictInteger(required=True, validate=validate.Range(1, 1_000_000_000))
     reason = _reason()
+    # No load_default: a body without scope keeps the Idempotency-Key fingerprint it had
+    # before scopes existed, so a retry across the upgrade still replays.
+    scope = fields.String(
+        validate=validate.OneOf(GRANT_SCOPES),
+        metadata={"default": "permanent",
+                  "description": "permanent raises the monthly limit; month adds to this UTC month only."},
+    )
+
+
+class VoidGrantSchema(StrictSchema):
+    action = fields.String(required=True, validate=validate.Equal("void"))
+    grant_id = StrictInteger(required=True, data_key="grantId", validate=validate.Range(1, MAX_ID))
+    reason = _reason()
 
 
 class ResetUsageSchema(StrictSchema):
@@ -140,9 +173,9 @@ class ResetUsageSchema(StrictSchema):
 
 
 class CreditActionSchema(StrictSchema):
-    """A grant or a reset, validated by the schema its action names (documented as oneOf)."""
+    """A grant, a void or a reset, validated by the schema its action names (documented as oneOf)."""
 
-    ONE_OF = {"grant": GrantCreditsSchema, "reset": ResetUsageSchema}
+    ONE_OF = {"grant": GrantCreditsSchema, "void": VoidGrantSchema, "reset": ResetUsageSchema}
 
     def load(self, data, **kwargs):
         if not isinstance(data, dict):
@@ -180,6 +213,11 @@ class QuotaSchema(Schema):
 class UsageSchema(Schema):
     month = fields.String()
     generation_count = fields.Integer(data_key="generationCount")
+    limit = fields.Integer(metadata={"description": "The effective limit: baseLimit + grantedThisMonth."})
+    base_limit = fields.Integer(data_key="baseLimit", metadata={"description": "The stored monthly limit."})
+    granted_this_month = fields.Integer(
+        data_key="grantedThisMonth", metadata={"description": "This month's live month-grants."}
+    )
     remaining = fields.Integer(allow_none=True)
     is_unlimited = fields.Boolean(data_key="isUnlimited")
     reset_date = UTCDateTime(data_key="resetDate")
@@ -219,14 +257,52 @@ def _page_schema(name: str, item: type[Schema]) -> type[Schema]:
     )
 
 
+class GrantSchema(Schema):
+    id = fields.Integer()
+    amount = fields.Integer()
+    scope = fields.String()
+    month = fields.String(allow_none=True)
+    expires_at = UTCDateTime(data_key="expiresAt", allow_none=True)
+    reason = fields.String(allow_none=True)
+    admin_id = fields.String(data_key="adminId")
+    created_at = UTCDateTime(data_key="createdAt")
+    status = fields.String(metadata={"description": "active, expired (its month is over) or voided."})
+    voided_at = UTCDateTime(data_key="voidedAt", allow_none=True)
+    voided_by = fields.String(data_key="voidedBy", allow_none=True)
+    void_reason = fields.String(data_key="voidReason", allow_none=True)
+
+
+class UsageMonthSchema(Schema):
+    month = fields.String()
+    generation_count = fields.Integer(data_key="generationCount")
+    granted_this_month = fields.Integer(data_key="grantedThisMonth")
+
+
+class UsageHistorySchema(Schema):
+    from_month = fields.String(data_key="from")
+    to_month = fields.String(data_key="to")
+    items = fields.List(fields.Nested(UsageMonthSchema))
+
+
 ClientPageSchema = _page_schema("ClientPage", ClientSchema)
 AuditLogPageSchema = _page_schema("AuditLogPage", AuditEntrySchema)
+GrantPageSchema = _page_schema("GrantPage", GrantSchema)
 
 
 class CreditResultSchema(Schema):
-    """The answer to a grant or a reset; each action fills its own fields."""
+    """The answer to a grant, a void or a reset; each action fills its own fields.
+
+    previousLimit, newLimit and limit are this month's effective limits.
+    """
 
     action = fields.String()
+    grant_id = fields.Integer(data_key="grantId")
+    scope = fields.String()
+    month = fields.String(allow_none=True, metadata={"description": "A month grant's month; null for permanent."})
+    expires_at = UTCDateTime(
+        data_key="expiresAt", allow_none=True,
+        metadata={"description": "A month grant's end (the next month's start); null for permanent."},
+    )
     current_usage = fields.Integer(data_key="currentUsage")
     previous_limit = fields.Integer(data_key="previousLimit")
     new_limit = fields.Integer(data_key="newLimit")
@@ -248,6 +324,8 @@ class QuotaStatusSchema(Schema):
     generations_used = fields.Integer(data_key="generationsUsed")
     generations_limit = fields.Integer(data_key="generationsLimit")
     generations_remaining = fields.Integer(data_key="generationsRemaining", allow_none=True)
+    base_limit = fields.Integer(data_key="baseLimit")
+    granted_this_month = fields.Integer(data_key="grantedThisMonth")
     usage_percent = fields.Float(data_key="usagePercent")
     is_unlimited = fields.Boolean(data_key="isUnlimited")
     is_at_limit = fields.Boolean(data_key="isAtLimit")

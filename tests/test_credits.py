@@ -40,6 +40,10 @@ def test_grant_raises_the_limit(api, acme):
     assert response.status_code == 200
     assert response.get_json() == {
         "action": "grant",
+        "grantId": response.get_json()["grantId"],
+        "scope": "permanent",
+        "month": None,
+        "expiresAt": None,
         "currentUsage": 7,
         "previousLimit": FREE_LIMIT,
         "newLimit": FREE_LIMIT + 50,
@@ -54,7 +58,8 @@ def test_grant_writes_a_credit_grant_entry(api, acme):
     assert entry["clientId"] == "acme"
     assert entry["adminId"] == "alice@example.com"
     assert entry["action"] == "credit_grant"
-    assert entry["details"] == {"amount": 50, "reason": "Black Friday"}
+    grant_id = entry["details"]["grantId"]
+    assert entry["details"] == {"amount": 50, "reason": "Black Friday", "scope": "permanent", "grantId": grant_id}
     assert entry["previousValue"] == str(FREE_LIMIT)
     assert entry["newValue"] == str(FREE_LIMIT + 50)
 
@@ -194,7 +199,9 @@ def test_remaining_is_never_negative_when_usage_exceeds_a_lowered_limit(api, acm
     set_limit(api, 10)
     assert quota(api)["usage"]["remaining"] == 0
     grant = api.post(CREDITS, json={"action": "grant", "amount": 5}).get_json()
-    assert grant == {"action": "grant", "currentUsage": 50, "previousLimit": 10, "newLimit": 15, "remaining": 0}
+    assert {key: grant[key] for key in ("action", "currentUsage", "previousLimit", "newLimit", "remaining")} == {
+        "action": "grant", "currentUsage": 50, "previousLimit": 10, "newLimit": 15, "remaining": 0,
+    }
     assert quota(api)["usage"]["remaining"] == 0
 
 

@@ -87,8 +87,9 @@ def test_a_repeated_grant_is_replayed_and_grants_once(api):
     api.create_client()
     first = grant(api)
     assert_first(first)
-    assert first.get_json() == {"action": "grant", "currentUsage": 0, "previousLimit": 100, "newLimit": 105,
-                                "remaining": 105}
+    assert first.get_json() == {"action": "grant", "grantId": first.get_json()["grantId"], "scope": "permanent",
+                                "month": None, "expiresAt": None, "currentUsage": 0, "previousLimit": 100,
+                                "newLimit": 105, "remaining": 105}
     for _ in range(2):
         assert_replayed(grant(api), first)
     assert limit_of(api) == 105

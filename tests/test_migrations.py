@@ -8,12 +8,12 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DatabaseError
 
-from conftest import config_for
+from conftest import config_for, make_key
 from credits_service import create_app
 from credits_service.extensions import db
 
 TABLES = {"api_keys", "clients", "quota_limits", "usage_records", "credit_audit_log", "audit_heads",
-          "idempotency_keys"}
+          "idempotency_keys", "credit_grants"}
 
 
 def schema_diff(app):
@@ -127,3 +127,63 @@ def test_upgrade_chains_the_entries_that_already_exist(fresh_app):
     with fresh_app.app_context():
         seqs = db.session().execute(text("SELECT id, seq FROM credit_audit_log ORDER BY id")).all()
     assert [tuple(row) for row in seqs] == [(1, 1), (2, 1), (3, 2), (4, 3), (5, 2)]
+
+
+
+def test_data_from_before_the_grant_ledger_keeps_working(fresh_app, clock):
+    """A grant made before 0003 stays in the limit and the audit log; the ledger starts empty."""
+    flask_db(fresh_app, "upgrade", "0001")
+    with fresh_app.app_context():
+        session = db.session()
+        now = "'2026-11-10 12:00:00'"
+        session.execute(text(f"INSERT INTO clients (id, name, created_at, updated_at) VALUES ('acme', 'Acme', {now}, {now})"))
+        session.execute(text("INSERT INTO quota_limits (client_id, plan, monthly_generation_limit, storage_quota_mb, "
+                             f"created_at, updated_at) VALUES ('acme', 'free', 150, 1000, {now}, {now})"))
+        session.execute(text("INSERT INTO usage_records (client_id, month, generation_count, created_at, updated_at) "
+                             f"VALUES ('acme', '2026-11', 120, {now}, {now})"))
+        session.execute(text("INSERT INTO credit_audit_log (client_id, admin_id, action, details, previous_value, "
+                             "new_value, created_at) VALUES ('acme', 'alice@example.com', 'credit_grant', "
+                             f"'{{\"amount\": 50, \"reason\": null}}', '100', '150', {now})"))
+        session.commit()
+    flask_db(fresh_app, "upgrade")
+    assert schema_diff(fresh_app) == []
+
+    fresh_app.config["CLOCK"] = clock
+    clock.set("2026-11-15T12:00:00+00:00")
+    key = make_key(fresh_app, "alice@example.com", "write")
+    headers = {"Authorization": f"Bearer {key}"}
+    client = fresh_app.test_client()
+    grants = client.get("/api/admin/clients/acme/grants", headers=headers)
+    assert (grants.status_code, grants.get_json()["items"]) == (200, [])
+    void = client.post("/api/admin/clients/acme/credits", json={"action": "void", "grantId": 1}, headers=headers)
+    assert void.status_code == 404
+    status = client.get("/api/clients/acme/quota-status", headers=headers).get_json()
+    assert (status["generationsUsed"], status["generationsLimit"], status["baseLimit"],
+            status["grantedThisMonth"]) == (120, 150, 150, 0)
+    month = client.post("/api/admin/clients/acme/credits", json={"action": "grant", "amount": 5, "scope": "month"},
+                        headers=headers)
+    assert (month.status_code, month.get_json()["newLimit"]) == (200, 155)
+    history = client.get("/api/admin/clients/acme/usage", headers=headers).get_json()
+    assert history["items"] == [{"month": "2026-11", "generationCount": 120, "grantedThisMonth": 5}]
+
+
+def test_down_to_0001_and_up_again_keeps_data_and_the_append_only_guard(fresh_app):
+    flask_db(fresh_app, "upgrade")
+    flask_db(fresh_app, "downgrade", "0002")
+    assert "credit_grants" not in table_names(fresh_app)
+    flask_db(fresh_app, "upgrade")
+    assert schema_diff(fresh_app) == []
+    with fresh_app.app_context():
+        session = db.session()
+        add_client(session, "acme")
+        add_entry(session, 1, action="credit_void", seq=1, previous_hash="0" * 64, hash="1" * 64, key_id="test")
+        session.commit()
+        with pytest.raises(DatabaseError):
+            session.execute(text("UPDATE credit_audit_log SET admin_id = 'mallory'"))
+            session.commit()
+        session.rollback()
+    # A downgrade would have to delete the credit_void entry: it refuses instead.
+    result = fresh_app.test_cli_runner().invoke(args=["db", "downgrade", "0002"])
+    assert result.exit_code != 0
+    assert "credit_void entries" in result.output
+    assert "credit_grants" in table_names(fresh_app)

@@ -14,6 +14,8 @@ ROLES = {
     ("put", "/api/admin/clients/{client_id}/quota"): ["write"],
     ("post", "/api/admin/clients/{client_id}/credits"): ["write"],
     ("get", "/api/admin/clients/{client_id}/audit-log"): ["read"],
+    ("get", "/api/admin/clients/{client_id}/grants"): ["read"],
+    ("get", "/api/admin/clients/{client_id}/usage"): ["read"],
     ("post", "/api/clients/{client_id}/usage"): ["service"],
     ("get", "/api/clients/{client_id}/quota-status"): ["service", "read"],
 }
@@ -28,6 +30,8 @@ STATUSES = {
     ("put", "/api/admin/clients/{client_id}/quota"): {"200", "404"} | JSON_BODY,
     ("post", "/api/admin/clients/{client_id}/credits"): {"200", "404", "409", "422"} | JSON_BODY,
     ("get", "/api/admin/clients/{client_id}/audit-log"): {"200", "400", "404"},
+    ("get", "/api/admin/clients/{client_id}/grants"): {"200", "400", "404"},
+    ("get", "/api/admin/clients/{client_id}/usage"): {"200", "400", "404"},
     ("post", "/api/clients/{client_id}/usage"): {"200", "402", "404", "409", "422"} | JSON_BODY,
     ("get", "/api/clients/{client_id}/quota-status"): {"200", "404"},
 }
@@ -80,12 +84,27 @@ def test_error_responses_use_the_error_schema(spec):
 def test_request_bodies_come_from_the_validating_schemas(spec):
     schemas = spec["components"]["schemas"]
     assert schemas["CreditAction"] == {
-        "oneOf": [{"$ref": "#/components/schemas/GrantCredits"}, {"$ref": "#/components/schemas/ResetUsage"}]
+        "oneOf": [
+            {"$ref": "#/components/schemas/GrantCredits"},
+            {"$ref": "#/components/schemas/VoidGrant"},
+            {"$ref": "#/components/schemas/ResetUsage"},
+        ]
     }
     grant = schemas["GrantCredits"]
     assert grant["required"] == ["action", "amount"]
     assert grant["properties"]["amount"] == {"type": "integer", "minimum": 1, "maximum": 1000000000}
     assert grant["additionalProperties"] is False
+    assert grant["properties"]["scope"]["enum"] == ["permanent", "month"]
+    void = schemas["VoidGrant"]
+    assert void["required"] == ["action", "grantId"]
+    assert void["properties"]["grantId"] == {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+    assert void["additionalProperties"] is False
+    audit_filter = spec["paths"]["/api/admin/clients/{client_id}/audit-log"]["get"]["parameters"]
+    assert "credit_void" in next(p for p in audit_filter if p["name"] == "action")["schema"]["enum"]
+    history = spec["paths"]["/api/admin/clients/{client_id}/usage"]["get"]["parameters"]
+    assert {p["name"]: p["schema"]["pattern"] for p in history if p["in"] == "query"} == {
+        "from": "^[1-9][0-9]{3}-(0[1-9]|1[0-2])$", "to": "^[1-9][0-9]{3}-(0[1-9]|1[0-2])$",
+    }
     assert schemas["QuotaUpdate"]["anyOf"] == [
         {"required": ["plan"]}, {"required": ["monthlyGenerationLimit"]}, {"required": ["storageQuotaMb"]}
     ]

@@ -12,8 +12,8 @@ FREE_LIMIT = 100
 USAGE_FIELDS = {"month", "generationCount", "limit", "remaining"}
 REFUSAL_FIELDS = {"error", "month", "generationCount", "limit", "remaining"}
 STATUS_FIELDS = {
-    "plan", "month", "generationsUsed", "generationsLimit", "generationsRemaining",
-    "usagePercent", "isUnlimited", "isAtLimit", "isNearLimit", "resetDate",
+    "plan", "month", "generationsUsed", "generationsLimit", "generationsRemaining", "baseLimit",
+    "grantedThisMonth", "usagePercent", "isUnlimited", "isAtLimit", "isNearLimit", "resetDate",
 }
 
 
@@ -231,7 +231,8 @@ def test_quota_status_of_a_fresh_client(api, role):
     assert instant(body.pop("resetDate")) == RESET_DATE
     assert body == {
         "plan": "free", "month": MONTH, "generationsUsed": 0, "generationsLimit": FREE_LIMIT,
-        "generationsRemaining": FREE_LIMIT, "usagePercent": 0, "isUnlimited": False,
+        "generationsRemaining": FREE_LIMIT, "baseLimit": FREE_LIMIT, "grantedThisMonth": 0,
+        "usagePercent": 0, "isUnlimited": False,
         "isAtLimit": False, "isNearLimit": False,
     }
 
@@ -260,7 +261,8 @@ def test_quota_status_of_an_unlimited_client(api):
     assert body.pop("usagePercent") in (0, None)
     assert body == {
         "plan": "enterprise", "month": MONTH, "generationsUsed": 5_000, "generationsLimit": -1,
-        "generationsRemaining": None, "isUnlimited": True, "isAtLimit": False, "isNearLimit": False,
+        "generationsRemaining": None, "baseLimit": -1, "grantedThisMonth": 0, "isUnlimited": True,
+        "isAtLimit": False, "isNearLimit": False,
     }
 
 

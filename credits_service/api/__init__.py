@@ -14,6 +14,7 @@ from ..extensions import db
 from ..schemas import CLIENT_ID_PATTERN
 from ..services.audit import AuditTrail
 from ..services.credits import CreditsService
+from ..services.grants import GrantsService
 from ..services.idempotency import IdempotencyKeys
 
 
@@ -81,6 +82,10 @@ def audit_trail() -> AuditTrail:
 
 def credits_service() -> CreditsService:
     return CreditsService(db.session(), current_app.config["CLOCK"], audit_trail())
+
+
+def grants_service() -> GrantsService:
+    return GrantsService(db.session(), current_app.config["CLOCK"], audit_trail())
 
 
 def idempotency_keys() -> IdempotencyKeys:

@@ -1,11 +1,11 @@
-"""Credits: grant extra generations, or reset this month's usage."""
+"""Credits: grant extra generations, void a grant, or reset this month's usage."""
 
 from ..auth import admin_write
 from ..schemas import CreditActionSchema, CreditResultSchema
-from . import Blueprint, actor, credits_service
+from . import Blueprint, actor, credits_service, grants_service
 from .idempotency import idempotent
 
-blp = Blueprint("credits", __name__, description="Grant credits or reset usage.")
+blp = Blueprint("credits", __name__, description="Grant credits, void a grant, or reset usage.")
 
 
 @blp.route("/<client_id:client_id>/credits", methods=["POST"])
@@ -14,8 +14,12 @@ blp = Blueprint("credits", __name__, description="Grant credits or reset usage."
 @blp.response(200, CreditResultSchema)
 @idempotent(CreditResultSchema)
 def change_credits(body, client_id, idempotency):
-    """grant raises the monthly limit by amount; reset sets this UTC month's usage to 0."""
-    service = credits_service()
-    if body["action"] == "grant":
-        return service.grant_credits(actor(), client_id, body["amount"], body.get("reason"), idempotency)
-    return service.reset_usage(actor(), client_id, body.get("reason"), idempotency)
+    """grant adds amount to the monthly limit (scope permanent) or to this UTC month only (scope
+    month); void undoes a grant by its grantId; reset sets this UTC month's usage to 0."""
+    action, reason = body["action"], body.get("reason")
+    if action == "grant":
+        scope = body.get("scope", "permanent")
+        return grants_service().grant_credits(actor(), client_id, body["amount"], scope, reason, idempotency)
+    if action == "void":
+        return grants_service().void_grant(actor(), client_id, body["grant_id"], reason, idempotency)
+    return credits_service().reset_usage(actor(), client_id, reason, idempotency)

@@ -11,7 +11,7 @@ blp = Blueprint("quota", __name__, description="Plans and limits, with this mont
 @admin_read
 @blp.response(200, QuotaOverviewSchema)
 def get_quota(client_id):
-    """The quota, this UTC month's usage and the 10 newest audit entries."""
+    """The quota, this UTC month's usage (with its effective limit) and the 10 newest audit entries."""
     return credits_service().quota_overview(client_id)
 
 

@@ -15,7 +15,7 @@ blp = Blueprint("usage", __name__, description="Credit consumption by the genera
 @blp.alt_response(402, schema=QuotaExceededSchema, description="Over the monthly limit; nothing was consumed.")
 @idempotent(UsageResultSchema)
 def consume_usage(body, client_id, idempotency):
-    """Add count generations to this UTC month, all or nothing; 402 when over the limit."""
+    """Add count generations to this UTC month, all or nothing; 402 when over the effective limit."""
     return credits_service().consume(client_id, body["count"], idempotency)
 
 
@@ -23,5 +23,5 @@ def consume_usage(body, client_id, idempotency):
 @status_read
 @blp.response(200, QuotaStatusSchema)
 def quota_status(client_id):
-    """Usage against the stored limit (granted credits count)."""
+    """Usage against this month's effective limit: baseLimit (the stored one) plus grantedThisMonth."""
     return credits_service().quota_status(client_id)

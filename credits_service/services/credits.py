@@ -1,4 +1,7 @@
-"""CreditsService: the business rules for clients, quotas, credits and usage.
+"""CreditsService: the business rules for clients, quotas, usage resets and consumption.
+
+Grants and their ledger are GrantsService's (services/grants.py), which shares this
+service's steps: the quota row lock, this month's usage and the audit entry.
 
 Audit entries are appended through AuditTrail (services/audit.py), in the change's transaction.
 
@@ -23,10 +26,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .. import metrics
-from ..errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
+from ..errors import Conflict, NotFound, QuotaExceeded
 from ..models import Client, CreditAuditLog, QuotaLimit, UsageRecord
 from ..months import iso_utc, month_of, next_month_start
-from ..plans import DEFAULT_PLAN, MAX_LIMIT, PLAN_LIMITS, UNLIMITED, remaining
+from ..plans import DEFAULT_PLAN, PLAN_LIMITS, UNLIMITED, effective_limit, remaining
 from .audit import AuditTrail
 from .idempotency import IdempotencyClaim
 from .transactions import upsert, write_transaction
@@ -54,10 +57,20 @@ class ClientView:
 
 
 @dataclass(frozen=True)
+class MonthUsage:
+    """A client's usage row of one month: generations counted and live month-grants."""
+
+    generation_count: int = 0
+    granted: int = 0
+
+
+@dataclass(frozen=True)
 class UsageStatus:
     month: str
     generation_count: int
-    limit: int
+    limit: int  # the effective limit: base_limit + granted_this_month
+    base_limit: int
+    granted_this_month: int
     remaining: int | None
     is_unlimited: bool
     reset_date: datetime
@@ -68,15 +81,6 @@ class QuotaOverview:
     quota: QuotaLimit
     usage: UsageStatus
     audit_log: list[CreditAuditLog]
-
-
-@dataclass(frozen=True)
-class GrantResult:
-    current_usage: int
-    previous_limit: int
-    new_limit: int
-    remaining: int | None
-    action: str = "grant"
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,8 @@ class QuotaStatus:
     generations_used: int
     generations_limit: int
     generations_remaining: int | None
+    base_limit: int
+    granted_this_month: int
     usage_percent: float
     is_unlimited: bool
     is_at_limit: bool
@@ -128,17 +134,20 @@ class CreditsService:
             select(UsageRecord).where(UsageRecord.client_id == client_id, UsageRecord.month == month)
         )
 
-    def _usage_count(self, client_id: str, month: str) -> int:
+    def _month_usage(self, client_id: str, month: str) -> MonthUsage:
         record = self._usage_record(client_id, month)
-        return record.generation_count if record else 0
+        return MonthUsage(record.generation_count, record.granted) if record else MonthUsage()
 
-    def _usage_status(self, quota: QuotaLimit, used: int, now: datetime) -> UsageStatus:
-        limit = quota.monthly_generation_limit
+    def _usage_status(self, quota: QuotaLimit, usage: MonthUsage, now: datetime) -> UsageStatus:
+        base = quota.monthly_generation_limit
+        limit = effective_limit(base, usage.granted)
         return UsageStatus(
             month=month_of(now),
-            generation_count=used,
+            generation_count=usage.generation_count,
             limit=limit,
-            remaining=remaining(limit, used),
+            base_limit=base,
+            granted_this_month=usage.granted,
+            remaining=remaining(limit, usage.generation_count),
             is_unlimited=limit == UNLIMITED,
             reset_date=next_month_start(now),
         )
@@ -212,9 +221,9 @@ class CreditsService:
     def quota_overview(self, client_id: str) -> QuotaOverview:
         now = self.clock()
         quota = self._quota(client_id)
-        used = self._usage_count(client_id, month_of(now))
+        usage = self._month_usage(client_id, month_of(now))
         recent = self.audit_log(client_id, limit=RECENT_AUDIT_ENTRIES, offset=0).items
-        return QuotaOverview(quota, self._usage_status(quota, used, now), recent)
+        return QuotaOverview(quota, self._usage_status(quota, usage, now), recent)
 
     def update_quota(self, actor: str, client_id: str, *, plan: str | None = None,
                      monthly_generation_limit: int | None = None,
@@ -250,36 +259,6 @@ class CreditsService:
 
     # ---- credits -------------------------------------------------------------
 
-    def grant_credits(self, actor: str, client_id: str, amount: int, reason: str | None = None,
-                      idempotency: IdempotencyClaim | None = None) -> GrantResult:
-        """Raise this client's monthly limit by amount, under the quota row lock."""
-        now = self.clock()
-        with write_transaction(self.session):
-            quota = self._quota(client_id, lock=True)
-            previous = quota.monthly_generation_limit
-            if previous == UNLIMITED:
-                raise Conflict(
-                    f"Client {client_id!r} is unlimited (monthlyGenerationLimit -1); "
-                    "granting credits would not add anything. Set a limit first if that is what you want."
-                )
-            new_limit = previous + amount
-            if new_limit > MAX_LIMIT:
-                raise InvalidRequest(
-                    f"Granting {amount} would raise the limit to {new_limit}, above the maximum {MAX_LIMIT}.",
-                    fields={"amount": [f"Must be at most {MAX_LIMIT - previous} for this client."]},
-                )
-            quota.monthly_generation_limit = new_limit
-            quota.updated_at = now
-            used = self._usage_count(client_id, month_of(now))
-            self.audit.append(client_id, actor, "credit_grant", {"amount": amount, "reason": reason},
-                              str(previous), str(new_limit), now)
-            result = GrantResult(used, previous, new_limit, remaining(new_limit, used))
-            if idempotency:
-                idempotency.complete(self.session, result)
-        metrics.credits_granted(amount)
-        self._logged(actor, "credit_grant", client_id)
-        return result
-
     def reset_usage(self, actor: str, client_id: str, reason: str | None = None,
                     idempotency: IdempotencyClaim | None = None) -> ResetResult:
         """Set this UTC month's generation count back to 0."""
@@ -295,7 +274,7 @@ class CreditsService:
             self.audit.append(client_id, actor, "usage_reset",
                               {"previousUsage": previous, "month": month, "reason": reason},
                               str(previous), "0", now)
-            limit = quota.monthly_generation_limit
+            limit = effective_limit(quota.monthly_generation_limit, record.granted if record else 0)
             result = ResetResult(previous, limit, remaining(limit, 0))
             if idempotency:
                 idempotency.complete(self.session, result)
@@ -317,7 +296,7 @@ class CreditsService:
 
     def consume(self, client_id: str, count: int,
                 idempotency: IdempotencyClaim | None = None) -> UsageStatus:
-        """Add count generations to this month, all or nothing, never past the limit.
+        """Add count generations to this month, all or nothing, never past the effective limit.
 
         The check and the increment are one upsert statement, run under the quota row lock.
         """
@@ -326,18 +305,17 @@ class CreditsService:
         try:
             with write_transaction(self.session):
                 quota = self._quota(client_id, lock=True)
-                limit = quota.monthly_generation_limit
-                used = self._consume(client_id, month, count, limit, now)
-                if used is None:
-                    refused = self._usage_status(quota, self._usage_count(client_id, month), now)
+                usage = self._consume(client_id, month, count, quota.monthly_generation_limit, now)
+                if usage is None:
+                    refused = self._usage_status(quota, self._month_usage(client_id, month), now)
                     raise QuotaExceeded(
                         f"Not enough credits: {count} requested, {refused.remaining} left of the "
-                        f"monthly generation limit of {limit} ({refused.generation_count} used in {month}). "
-                        f"The count resets at {iso_utc(refused.reset_date)}.",
-                        month=month, generationCount=refused.generation_count, limit=limit,
+                        f"monthly generation limit of {refused.limit} ({refused.generation_count} used in "
+                        f"{month}). The count resets at {iso_utc(refused.reset_date)}.",
+                        month=month, generationCount=refused.generation_count, limit=refused.limit,
                         remaining=refused.remaining,
                     )
-                status = self._usage_status(quota, used, now)
+                status = self._usage_status(quota, usage, now)
                 if idempotency:
                     idempotency.complete(self.session, status)
         except QuotaExceeded:
@@ -346,26 +324,35 @@ class CreditsService:
         metrics.generations_consumed(count)
         return status
 
-    def _consume(self, client_id: str, month: str, count: int, limit: int, now: datetime) -> int | None:
-        """Insert or increment this month's record; None when the limit refuses it."""
-        if limit != UNLIMITED and count > limit:
-            return None
+    def _consume(self, client_id: str, month: str, count: int, stored_limit: int,
+                 now: datetime) -> MonthUsage | None:
+        """Insert or increment this month's record; None when the effective limit refuses it.
+
+        An existing row carries this month's month-grants, so the WHERE checks against the
+        stored limit plus them. A row still to be inserted has none (a month grant creates its
+        month's row), so its limit is the stored one: a count above it inserts 0, which
+        counts as refused, and the refusal's rollback takes the row away again.
+        """
+        unlimited = stored_limit == UNLIMITED
+        first_count = count if unlimited or count <= stored_limit else 0
         table = UsageRecord.__table__
         statement = upsert(self.session)(table).values(
-            client_id=client_id, month=month, generation_count=count, created_at=now, updated_at=now
+            client_id=client_id, month=month, generation_count=first_count, granted=0,
+            created_at=now, updated_at=now,
         )
-        fits = (table.c.generation_count + count <= limit) if limit != UNLIMITED else None
+        fits = None if unlimited else table.c.generation_count + count <= stored_limit + table.c.granted
         statement = statement.on_conflict_do_update(
             index_elements=[table.c.client_id, table.c.month],
             set_={"generation_count": table.c.generation_count + count, "updated_at": now},
             where=fits,
-        ).returning(table.c.generation_count)
-        return self.session.scalar(statement)
+        ).returning(table.c.generation_count, table.c.granted)
+        row = self.session.execute(statement).first()
+        return MonthUsage(*row) if row and row.generation_count else None
 
     def quota_status(self, client_id: str) -> QuotaStatus:
         now = self.clock()
         quota = self._quota(client_id)
-        usage = self._usage_status(quota, self._usage_count(client_id, month_of(now)), now)
+        usage = self._usage_status(quota, self._month_usage(client_id, month_of(now)), now)
         used, limit, unlimited = usage.generation_count, usage.limit, usage.is_unlimited
         if unlimited:
             percent = 0.0
@@ -379,6 +366,8 @@ class CreditsService:
             generations_used=used,
             generations_limit=limit,
             generations_remaining=usage.remaining,
+            base_limit=usage.base_limit,
+            granted_this_month=usage.granted_this_month,
             usage_percent=percent,
             is_unlimited=unlimited,
             is_at_limit=not unlimited and used >= limit,

@@ -176,8 +176,10 @@ def test_one_change_per_idempotency_key(caller, client_id):
     statuses = Counter(status for status, _ in results)
     assert set(statuses) <= {200, 409}, statuses
     assert statuses[200] >= 1
-    assert {json.dumps(body, sort_keys=True) for status, body in results if status == 200} == {
-        json.dumps({"action": "grant", "currentUsage": 0, "previousLimit": 100, "newLimit": 125,
+    answers = [body for status, body in results if status == 200]
+    assert {json.dumps(body, sort_keys=True) for body in answers} == {
+        json.dumps({"action": "grant", "grantId": answers[0]["grantId"], "scope": "permanent", "month": None,
+                    "expiresAt": None, "currentUsage": 0, "previousLimit": 100, "newLimit": 125,
                     "remaining": 125}, sort_keys=True)
     }
     assert quota_status(caller, client_id)["generationsLimit"] == 125
@@ -233,6 +235,111 @@ def test_reset_racing_consumption_and_grants(caller, client_id):
             kinds.append("use")
     results = caller.parallel(calls)
     assert_serializable(caller, client_id, 100, amount, results, kinds)
+
+
+def grant_ledger(caller, client_id, query=""):
+    """Every ledger row of the client, newest first."""
+    rows, offset = [], 0
+    while offset is not None:
+        status, page = caller.call(0, "GET", f"/api/admin/clients/{client_id}/grants?limit=100&offset={offset}{query}")
+        assert status == 200, page
+        rows.extend(page["items"])
+        offset = page["nextOffset"]
+    return rows
+
+
+def effective_limits(caller, client_id, start):
+    """The effective limits one after the other, from the grant and void entries (in commit order)."""
+    entries = sorted(audit_entries(caller, client_id, "credit_grant") + audit_entries(caller, client_id, "credit_void"),
+                     key=lambda e: e["id"])
+    limits = [start]
+    for entry in entries:
+        assert entry["previousValue"] == str(limits[-1]), entry
+        limits.append(int(entry["newValue"]))
+    return entries, limits
+
+
+def test_consumption_racing_month_grants_and_voids_fits_a_serial_order(caller, client_id):
+    base, amount, voided_amount = 20, 2, 3
+    credits = f"/api/admin/clients/{client_id}/credits"
+    assert caller.call(0, "PUT", f"/api/admin/clients/{client_id}/quota", body={"monthlyGenerationLimit": base})[0] == 200
+    to_void = []
+    for _ in range(15):
+        status, body = caller.call(0, "POST", credits, body={"action": "grant", "amount": voided_amount, "scope": "month"})
+        assert status == 200, body
+        to_void.append(body["grantId"])
+    start = base + 15 * voided_amount
+
+    calls, kinds = [], []
+    for i in range(150):
+        if i % 10 == 4:
+            calls.append(("POST", credits, "write", {"action": "void", "grantId": to_void[i // 10]}))
+            kinds.append("void")
+        elif i % 10 == 7:
+            calls.append(("POST", credits, "write", {"action": "grant", "amount": amount, "scope": "month"}))
+            kinds.append("grant")
+        else:
+            calls.append(("POST", f"/api/clients/{client_id}/usage", "service", {"count": 1}))
+            kinds.append("use")
+    results = caller.parallel(calls)
+    by_kind = {kind: [r for r, k in zip(results, kinds) if k == kind] for kind in ("void", "grant", "use")}
+    assert {status for status, _ in by_kind["void"] + by_kind["grant"]} == {200}
+    assert {status for status, _ in by_kind["use"]} <= {200, 402}
+
+    # The limits the grants and voids went through, in their serial order, match their answers.
+    entries, limits = effective_limits(caller, client_id, base)
+    assert len(entries) == 15 + 15 + 15 and limits[15] == start
+    entries, limits = entries[15:], limits[15:]
+    admin_answers = sorted((body["previousLimit"], body["newLimit"]) for _, body in by_kind["void"] + by_kind["grant"])
+    assert admin_answers == sorted((int(e["previousValue"]), int(e["newValue"])) for e in entries)
+
+    # Successful consumptions counted 1, 2, 3, ...: that is their serial order. Each answer's
+    # limit is the effective limit its statement saw: walking the limits in order, every
+    # success finds its limit at or after the previous one's, and never counted past it.
+    consumed = sorted((body for status, body in by_kind["use"] if status == 200), key=lambda b: b["generationCount"])
+    assert [body["generationCount"] for body in consumed] == list(range(1, len(consumed) + 1))
+    earliest, position = [], 0
+    for body in consumed:
+        assert body["generationCount"] <= body["limit"]
+        position = limits.index(body["limit"], position)
+        earliest.append(position)
+    latest, position = [], len(limits) - 1
+    for body in reversed(consumed):
+        position = max(i for i in range(position + 1) if limits[i] == body["limit"])
+        latest.insert(0, position)
+    # A refusal after the g-th success saw a limit between that success's and the next one's.
+    for status, body in by_kind["use"]:
+        if status == 402:
+            used = body["generationCount"]
+            assert used + 1 > body["limit"] and body["remaining"] == max(body["limit"] - used, 0)
+            low = earliest[used - 1] if used else 0
+            high = latest[used] if used < len(consumed) else len(limits) - 1
+            assert body["limit"] in limits[low:high + 1], (body, limits[low:high + 1])
+
+    final = quota_status(caller, client_id)
+    assert final["generationsUsed"] == len(consumed)
+    assert final["generationsLimit"] == limits[-1] == base + 15 * amount
+    live = grant_ledger(caller, client_id, "&scope=month&status=active")
+    assert final["grantedThisMonth"] == sum(row["amount"] for row in live) == 15 * amount
+    assert len(grant_ledger(caller, client_id, "&status=voided")) == 15
+
+
+def test_parallel_month_grants_add_exactly_their_sum_to_this_month(caller, client_id):
+    amount, grants = 7, 100
+    results = caller.parallel(
+        [("POST", f"/api/admin/clients/{client_id}/credits", "write",
+          {"action": "grant", "amount": amount, "scope": "month"})] * grants
+    )
+    assert Counter(status for status, _ in results) == {200: grants}
+    final = quota_status(caller, client_id)
+    assert (final["baseLimit"], final["grantedThisMonth"], final["generationsLimit"]) == (
+        100, grants * amount, 100 + grants * amount,
+    )
+    entries, limits = effective_limits(caller, client_id, 100)
+    assert limits == [100 + i * amount for i in range(grants + 1)]
+    assert sorted(body["newLimit"] for _, body in results) == limits[1:]
+    assert len({body["grantId"] for _, body in results}) == grants
+    assert len(grant_ledger(caller, client_id, "&scope=month&status=active")) == grants
 
 
 def test_killed_worker_leaves_consistent_numbers(backend, caller, instances, client_id):
