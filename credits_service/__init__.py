@@ -51,6 +51,7 @@ def create_app(config: type[Config] | None = None) -> Flask:
     api.register_blueprint(quota.blp, url_prefix="/api/admin/clients")
     api.register_blueprint(credits.blp, url_prefix="/api/admin/clients")
     api.register_blueprint(audit.blp, url_prefix="/api/admin/clients")
+    api.register_blueprint(audit.search_blp, url_prefix="/api/admin/audit-log")
     api.register_blueprint(usage.blp, url_prefix="/api/clients")
     app.register_blueprint(
         get_swaggerui_blueprint("/docs", "/openapi.json", config={"app_name": "credits-service", "validatorUrl": None})
@@ -58,10 +59,11 @@ def create_app(config: type[Config] | None = None) -> Flask:
 
     app.teardown_appcontext(lambda exc: db.session.remove())
 
-    from .cli import idempotency_cli, keys_cli
+    from .cli import audit_cli, idempotency_cli, keys_cli
 
     app.cli.add_command(keys_cli)
     app.cli.add_command(idempotency_cli)
+    app.cli.add_command(audit_cli)
     return app
 
 

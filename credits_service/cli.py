@@ -1,20 +1,25 @@
-"""`flask keys ...` and `flask idempotency ...`."""
+"""`flask keys ...`, `flask idempotency ...` and `flask audit ...`."""
 
 import sys
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
+from marshmallow import ValidationError
 
 from .api import idempotency_keys
 from .errors import NotFound
 from .extensions import db
 from .models import ROLES
 from .months import iso_utc
+from .schemas import EXPORT_FORMATS, AuditExportQuerySchema
+from .services.audit_export import export_chunks
+from .services.audit_log import AuditFilter
 from .services.keys import ApiKeys, is_expired
 
 keys_cli = AppGroup("keys", help="Create, list and revoke API keys.")
 idempotency_cli = AppGroup("idempotency", help="Maintain stored Idempotency-Key answers.")
+audit_cli = AppGroup("audit", help="Read and check the audit log.")
 
 def _api_keys() -> ApiKeys:
     return ApiKeys(db.session(), current_app.config["CLOCK"])
@@ -77,3 +82,25 @@ def revoke_key(id_or_name: str) -> None:
 def purge_idempotency_keys() -> None:
     """Delete stored Idempotency-Key answers older than IDEMPOTENCY_TTL_HOURS."""
     click.echo(f"Deleted {idempotency_keys().purge()} expired idempotency key(s).")
+
+
+@audit_cli.command("export")
+@click.option("--format", "export_format", type=click.Choice(EXPORT_FORMATS), default="csv", show_default=True)
+@click.option("--client-id", help="Only this client's entries.")
+@click.option("--admin-id", help="Only changes made by this key name.")
+@click.option("--action", "actions", multiple=True, help="Only this action; repeat for several.")
+@click.option("--since", help="From this ISO 8601 instant with its offset (inclusive).")
+@click.option("--until", help="Before this ISO 8601 instant with its offset (exclusive).")
+def export_audit_log(export_format, client_id, admin_id, actions, since, until) -> None:
+    """Write every selected entry to stdout, newest first, as the API's export does."""
+    given = {"format": export_format, "clientId": client_id, "adminId": admin_id,
+             "action": list(actions) or None, "since": since, "until": until}
+    try:
+        query = AuditExportQuerySchema().load({name: value for name, value in given.items() if value is not None})
+    except ValidationError as invalid:
+        problems = "; ".join(f"{name}: {' '.join(map(str, messages))}" for name, messages in invalid.messages.items())
+        raise click.UsageError(problems) from None
+    out = click.get_text_stream("stdout")
+    for chunk in export_chunks(db.engine, AuditFilter.of(query), query["format"]):
+        out.write(chunk)
+    out.flush()

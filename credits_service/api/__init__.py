@@ -12,6 +12,7 @@ from werkzeug.routing import BaseConverter
 from ..auth import auth
 from ..extensions import db
 from ..schemas import CLIENT_ID_PATTERN
+from ..services.audit_log import AuditLogReader
 from ..services.credits import CreditsService
 from ..services.idempotency import IdempotencyKeys
 
@@ -76,6 +77,10 @@ class Blueprint(SmorestBlueprint):
 
 def credits_service() -> CreditsService:
     return CreditsService(db.session(), current_app.config["CLOCK"])
+
+
+def audit_log_reader() -> AuditLogReader:
+    return AuditLogReader(db.session())
 
 
 def idempotency_keys() -> IdempotencyKeys:
