@@ -100,7 +100,5 @@ def export_audit_log(export_format, client_id, admin_id, actions, since, until) 
     except ValidationError as invalid:
         problems = "; ".join(f"{name}: {' '.join(map(str, messages))}" for name, messages in invalid.messages.items())
         raise click.UsageError(problems) from None
-    out = click.get_text_stream("stdout")
     for chunk in export_chunks(db.engine, AuditFilter.of(query), query["format"]):
-        out.write(chunk)
-    out.flush()
+        click.echo(chunk, nl=False)
