@@ -18,7 +18,7 @@ search_blp = Blueprint("audit-search", __name__, description="The audit log of e
 @blp.arguments(AuditLogQuerySchema, location="query")
 @blp.response(200, AuditLogPageSchema)
 def list_audit_log(query, client_id):
-    """Entries newest first, optionally of one action; page with offset or with before (nextBefore)."""
+    """Entries newest first, optionally of one action; page with offset or with before (nextBefore), not both."""
     return audit_log_reader().client_page(
         client_id, query["limit"], query["offset"], query.get("before"), query.get("action")
     )
