@@ -64,51 +64,61 @@ def requests_for(total: int) -> dict[str, str]:
     }
 
 
-def measure(server, total: int) -> dict[str, float]:
+def loaded_app(server, total: int):
+    """An app on a fresh database holding `total` entries, and a read key for it."""
     name = f"credits_audit_scale_{total}"
-    admin_dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+    with psycopg.connect(_dsn(server), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = server.set(database=name).render_as_string(hide_password=False)
-    try:
-        app = create_app(type("Config", (TestConfig,), {"SQLALCHEMY_DATABASE_URI": url}))
-        with app.app_context():
-            upgrade()
-            key = ApiKeys(db.session(), app.config["CLOCK"]).create("bench", "read")
-        with psycopg.connect(server.set(drivername="postgresql", database=name).render_as_string(hide_password=False),
-                             autocommit=True) as conn:
-            for statement in LOAD.format(total=total).split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-        client = app.test_client()
-        headers = {"Authorization": f"Bearer {key}"}
-        timings = {}
-        for label, path in requests_for(total).items():
-            samples = []
-            for _ in range(REPEAT + 3):
-                started = time.perf_counter()
-                response = client.get(path, headers=headers)
-                samples.append(time.perf_counter() - started)
-                assert response.status_code == 200, (path, response.get_json())
-            timings[label] = statistics.median(samples[3:]) * 1000
-        with app.app_context():
-            db.engine.dispose()
-        return timings
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    app = create_app(type("Config", (TestConfig,), {
+        "SQLALCHEMY_DATABASE_URI": server.set(database=name).render_as_string(hide_password=False)}))
+    with app.app_context():
+        upgrade()
+        key = ApiKeys(db.session(), app.config["CLOCK"]).create("bench", "read")
+    with psycopg.connect(_dsn(server.set(database=name)), autocommit=True) as conn:
+        for statement in LOAD.format(total=total).split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    return app, {"Authorization": f"Bearer {key}"}
+
+
+def _dsn(url) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def timed(client, path: str, headers) -> float:
+    started = time.perf_counter()
+    response = client.get(path, headers=headers)
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 200, (path, response.get_json())
+    return elapsed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     server = make_url(parser.parse_args().server)
-    small, large = (measure(server, total) for total in SIZES)
-    print(f"| request | {SIZES[0]:,} entries | {SIZES[1]:,} entries | ratio |")
-    print("|---|---|---|---|")
-    for label in small:
-        print(f"| {label} | {small[label]:.1f} ms | {large[label]:.1f} ms | {large[label] / small[label]:.2f} |")
+    apps = [loaded_app(server, total) for total in SIZES]
+    try:
+        print(f"| request | {SIZES[0]:,} entries | {SIZES[1]:,} entries | ratio |")
+        print("|---|---|---|---|")
+        requests = [requests_for(total) for total in SIZES]
+        for label in requests[0]:
+            samples = [[], []]
+            # Alternating the sizes request by request, so the machine's noise hits both alike.
+            for round_ in range(REPEAT + 3):
+                for size, (app, headers) in enumerate(apps):
+                    elapsed = timed(app.test_client(), requests[size][label], headers)
+                    if round_ >= 3:
+                        samples[size].append(elapsed * 1000)
+            small, large = (statistics.median(s) for s in samples)
+            print(f"| {label} | {small:.1f} ms | {large:.1f} ms | {large / small:.2f} |", flush=True)
+    finally:
+        with psycopg.connect(_dsn(server), autocommit=True) as conn:
+            for total, (app, _) in zip(SIZES, apps):
+                with app.app_context():
+                    db.engine.dispose()
+                conn.execute(f'DROP DATABASE IF EXISTS "credits_audit_scale_{total}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

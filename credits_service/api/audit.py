@@ -4,7 +4,13 @@ from flask import Response, current_app
 
 from ..auth import admin_read
 from ..extensions import db
-from ..schemas import AuditExportQuerySchema, AuditLogPageSchema, AuditLogQuerySchema, AuditSearchPageSchema, AuditSearchQuerySchema
+from ..schemas import (
+    AuditExportQuerySchema,
+    AuditLogPageSchema,
+    AuditLogQuerySchema,
+    AuditSearchPageSchema,
+    AuditSearchQuerySchema,
+)
 from ..services.audit_export import MEDIA_TYPES, export_chunks, filename
 from ..services.audit_log import AuditFilter
 from . import Blueprint, audit_log_reader
@@ -43,8 +49,9 @@ def search_audit_log(query):
 def export_audit_log(query):
     """Every entry the filters select, newest first, streamed as CSV (with a header row) or NDJSON."""
     export_format = query["format"]
+    name = filename(export_format, current_app.config["CLOCK"]())
     return Response(
         export_chunks(db.engine, AuditFilter.of(query), export_format),
         mimetype=MEDIA_TYPES[export_format],
-        headers={"Content-Disposition": f'attachment; filename="{filename(export_format, current_app.config["CLOCK"]())}"'},
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
