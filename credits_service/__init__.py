@@ -60,6 +60,7 @@ def create_app(config: type[Config] | None = None) -> Flask:
     api.register_blueprint(audit.blp, url_prefix="/api/admin/clients")
     api.register_blueprint(grants.blp, url_prefix="/api/admin/clients")
     api.register_blueprint(usage_history.blp, url_prefix="/api/admin/clients")
+    api.register_blueprint(audit.search_blp, url_prefix="/api/admin/audit-log")
     api.register_blueprint(usage.blp, url_prefix="/api/clients")
     api.register_blueprint(health.blp)
     app.register_blueprint(
@@ -74,6 +75,7 @@ def create_app(config: type[Config] | None = None) -> Flask:
     app.cli.add_command(keys_cli)
     app.cli.add_command(audit_cli)
     app.cli.add_command(idempotency_cli)
+    app.cli.add_command(audit_cli)
     return app
 
 

@@ -8,18 +8,22 @@ from contextlib import nullcontext
 import click
 from flask import current_app
 from flask.cli import AppGroup
+from marshmallow import ValidationError
 
 from .api import idempotency_keys
 from .errors import NotFound
 from .extensions import db
 from .models import ROLES
 from .months import iso_utc
+from .schemas import EXPORT_FORMATS, AuditExportQuerySchema
 from .services.audit import Anchor, AuditTrail
+from .services.audit_export import export_chunks
+from .services.audit_log import AuditFilter
 from .services.keys import ApiKeys, is_expired
 
 keys_cli = AppGroup("keys", help="Create, list and revoke API keys.")
 idempotency_cli = AppGroup("idempotency", help="Maintain stored Idempotency-Key answers.")
-audit_cli = AppGroup("audit", help="Prove the audit log: verify its hash chains, export their heads.")
+audit_cli = AppGroup("audit", help="Prove and read the audit log: verify its hash chains, export their heads, export entries.")
 
 def _api_keys() -> ApiKeys:
     return ApiKeys(db.session(), current_app.config["CLOCK"])
@@ -146,3 +150,23 @@ def audit_verify(client_id: str | None, against) -> None:
     click.echo(f"Audit log NOT intact: {len(result.failures)} broken chain(s) among {scope}, "
                f"{result.entries} entries read in {seconds:.1f} s.")
     sys.exit(1)
+
+
+@audit_cli.command("export")
+@click.option("--format", "export_format", type=click.Choice(EXPORT_FORMATS), default="csv", show_default=True)
+@click.option("--client-id", help="Only this client's entries.")
+@click.option("--admin-id", help="Only changes made by this key name.")
+@click.option("--action", "actions", multiple=True, help="Only this action; repeat for several.")
+@click.option("--since", help="From this ISO 8601 instant with its offset (inclusive).")
+@click.option("--until", help="Before this ISO 8601 instant with its offset (exclusive).")
+def export_audit_log(export_format, client_id, admin_id, actions, since, until) -> None:
+    """Write every selected entry to stdout, newest first, as the API's export does."""
+    given = {"format": export_format, "clientId": client_id, "adminId": admin_id,
+             "action": list(actions) or None, "since": since, "until": until}
+    try:
+        query = AuditExportQuerySchema().load({name: value for name, value in given.items() if value is not None})
+    except ValidationError as invalid:
+        problems = "; ".join(f"{name}: {' '.join(map(str, messages))}" for name, messages in invalid.messages.items())
+        raise click.UsageError(problems) from None
+    for chunk in export_chunks(db.engine, AuditFilter.of(query), query["format"]):
+        click.echo(chunk, nl=False)

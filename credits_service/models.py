@@ -131,8 +131,13 @@ class CreditAuditLog(db.Model):
         # One entry per place in a client's chain, even if a writer skipped the lock.
         UniqueConstraint("client_id", "seq"),
         Index("ix_credit_audit_log_client_created", "client_id", "created_at"),
-        # Listing is newest first by insertion order (the id), per client.
+        # Listing is newest first by insertion order (the id): each filter an investigation
+        # starts from leads an index that ends in the id, read backwards (services/audit_log.py).
         Index("ix_credit_audit_log_client_id_desc", "client_id", "id"),
+        Index("ix_credit_audit_log_client_action_id", "client_id", "action", "id"),
+        Index("ix_credit_audit_log_action_id", "action", "id"),
+        Index("ix_credit_audit_log_admin_id_id", "admin_id", "id"),
+        Index("ix_credit_audit_log_created_at", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

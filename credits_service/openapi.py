@@ -2,7 +2,7 @@
 
 Two rules the schemas enforce beyond their fields are stated here from the schemas' own
 declarations: ONE_OF (a body validated by one of several schemas) and AT_LEAST_ONE_OF
-(fields of which one must be present).
+(fields of which one must be present), in shapes client generators turn into types.
 """
 
 from apispec.ext.marshmallow import MarshmallowPlugin, OpenAPIConverter
@@ -17,10 +17,21 @@ class SchemaConverter(OpenAPIConverter):
             return {"oneOf": [self.resolve_nested_schema(choice) for choice in one_of.values()]}
         jsonschema = super().schema2jsonschema(schema)
         required_one = getattr(schema_cls, "AT_LEAST_ONE_OF", None)
-        if required_one:
-            declared = schema_cls._declared_fields
-            jsonschema["anyOf"] = [{"required": [declared[name].data_key or name]} for name in required_one]
-        return jsonschema
+        if not required_one:
+            return jsonschema
+        # One complete object per field that may carry the change, each requiring it: client
+        # generators (openapi-python-client) type that as a union of models, where an anyOf of
+        # bare `required` lists became an untyped Any.
+        declared = schema_cls._declared_fields
+        names = [declared[name].data_key or name for name in required_one]
+        component = schema_cls.__name__.removesuffix("Schema")
+        return {
+            "description": f"Give at least one of {', '.join(names)}.",
+            "anyOf": [
+                {"title": f"{component}With{name[0].upper()}{name[1:]}", **jsonschema, "required": [name]}
+                for name in names
+            ],
+        }
 
 
 class SchemaPlugin(MarshmallowPlugin):

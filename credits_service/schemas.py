@@ -1,5 +1,7 @@
 """marshmallow schemas: what the API accepts (validated, unknown fields refused) and what it returns."""
 
+from datetime import UTC
+
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from .models import AUDIT_ACTIONS, GRANT_SCOPES
@@ -17,6 +19,9 @@ MONTH_PATTERN = r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])$"
 # Ledger ids are 64-bit on both databases.
 MAX_ID = 2**63 - 1
 GRANT_STATUSES = ("active", "expired", "voided")
+# Entry ids are 64-bit; a larger `before` could not be compared on SQLite.
+MAX_ENTRY_ID = 2**63 - 1
+EXPORT_FORMATS = ("csv", "ndjson")
 
 
 class StrictSchema(Schema):
@@ -77,6 +82,34 @@ class UTCDateTime(fields.DateTime):
         return iso_utc(value)
 
 
+class Instant(fields.AwareDateTime):
+    """An ISO 8601 instant with its offset, as UTC. One without an offset is refused: in an
+    investigation, guessing the time zone would quietly select the wrong entries."""
+
+    default_error_messages = {
+        "invalid": "Not a valid ISO 8601 instant: give a date, a time and an offset, e.g. 2026-11-25T12:00:00Z.",
+        "invalid_awareness": "Give the offset (Z or +hh:mm): an instant without one is ambiguous.",
+        "range": "Must be an instant between the years 1 and 9999 in UTC.",
+    }
+
+    def __init__(self, **kwargs):
+        super().__init__(format="iso", **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:
+            raise self.make_error("range") from None
+
+
+def _before() -> fields.Integer:
+    return fields.Integer(
+        validate=validate.Range(1, MAX_ENTRY_ID),
+        metadata={"description": "Keyset paging: only entries older than this entry id (the previous page's nextBefore)."},
+    )
+
+
 def _reason() -> Text:
     return Text(validate=validate.Length(max=REASON_MAX), metadata={"description": "Why, for the audit log."})
 
@@ -114,6 +147,45 @@ class PageQuerySchema(StrictSchema):
 
 class AuditLogQuerySchema(PageQuerySchema):
     action = fields.String(validate=validate.OneOf(AUDIT_ACTIONS))
+    before = _before()
+
+    @validates_schema
+    def _one_way_of_paging(self, data, **kwargs):
+        if data.get("before") is not None and data["offset"] > 0:
+            raise ValidationError("Page with before or with offset, not both.", "before")
+
+
+class AuditFilterSchema(StrictSchema):
+    """What an investigation across clients selects; every filter is optional."""
+
+    client_id = Text(
+        data_key="clientId",
+        pattern=CLIENT_ID_PATTERN,
+        pattern_error="Must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' or '-'.",
+    )
+    admin_id = Text(data_key="adminId", validate=validate.Length(1, 200),
+                    metadata={"description": "The name of the key that made the change."})
+    action = fields.List(
+        fields.String(validate=validate.OneOf(AUDIT_ACTIONS)),
+        validate=validate.Length(min=1),
+        metadata={"description": "One or several actions: repeat the parameter, action=credit_grant&action=usage_reset."},
+    )
+    since = Instant(metadata={"description": "Entries created at or after this instant (with its offset)."})
+    until = Instant(metadata={"description": "Entries created before this instant (with its offset); after since."})
+
+    @validates_schema
+    def _since_before_until(self, data, **kwargs):
+        if "since" in data and "until" in data and data["since"] >= data["until"]:
+            raise ValidationError("Must be after since: the range is since (inclusive) to until (exclusive).", "until")
+
+
+class AuditSearchQuerySchema(AuditFilterSchema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 100))
+    before = _before()
+
+
+class AuditExportQuerySchema(AuditFilterSchema):
+    format = fields.String(load_default="csv", validate=validate.OneOf(EXPORT_FORMATS))
 
 
 class GrantQuerySchema(PageQuerySchema):
@@ -285,7 +357,23 @@ class UsageHistorySchema(Schema):
 
 
 ClientPageSchema = _page_schema("ClientPage", ClientSchema)
-AuditLogPageSchema = _page_schema("AuditLogPage", AuditEntrySchema)
+
+
+def _next_before() -> fields.Integer:
+    return fields.Integer(data_key="nextBefore", allow_none=True,
+                          metadata={"description": "Give it as before for the next page; null on the last page."})
+
+
+class AuditLogPageSchema(_page_schema("OffsetAuditLogPage", AuditEntrySchema)):
+    next_before = _next_before()
+
+
+class AuditSearchPageSchema(Schema):
+    items = fields.List(fields.Nested(AuditEntrySchema))
+    limit = fields.Integer()
+    next_before = _next_before()
+
+
 GrantPageSchema = _page_schema("GrantPage", GrantSchema)
 
 

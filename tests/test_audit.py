@@ -52,8 +52,8 @@ def test_entries_are_newest_first_with_their_fields(api, clock):
     clock.set("2026-11-25T12:00:00+00:00")
     one_of_each_action(api)
     page = log_page(api)
-    assert set(page) == {"items", "limit", "offset", "nextOffset"}
-    assert (page["limit"], page["offset"], page["nextOffset"]) == (50, 0, None)
+    assert set(page) == {"items", "limit", "offset", "nextOffset", "nextBefore"}
+    assert (page["limit"], page["offset"], page["nextOffset"], page["nextBefore"]) == (50, 0, None, None)
     items = page["items"]
     assert [entry["action"] for entry in items] == ["usage_reset", "credit_grant", "limit_change", "plan_change"]
     for entry in items:
@@ -96,6 +96,41 @@ def test_pagination_walks_every_entry_once(api):
     assert ([marker(e) for e in last["items"]], last["offset"], last["nextOffset"]) == ([1], 4, None)
 
 
+def test_keyset_pages_walk_every_entry_once(api):
+    api.create_client("acme", "Acme Corp")
+    api.create_client("other", "Other")
+    for value in range(1, 6):
+        set_limit(api, value)
+        set_limit(api, 100 + value, client_id="other")
+    first = log_page(api, "?limit=2")
+    assert [marker(e) for e in first["items"]] == [5, 4]
+    assert first["nextBefore"] == first["items"][-1]["id"]
+    second = log_page(api, f"?limit=2&before={first['nextBefore']}")
+    assert ([marker(e) for e in second["items"]], second["offset"], second["nextOffset"]) == ([3, 2], 0, None)
+    last = log_page(api, f"?limit=2&before={second['nextBefore']}&offset=0")
+    assert ([marker(e) for e in last["items"]], last["nextBefore"], last["nextOffset"]) == ([1], None, None)
+
+
+def test_offset_pages_give_next_before_too(api):
+    api.create_client("acme", "Acme Corp")
+    for value in range(1, 6):
+        set_limit(api, value)
+    page = log_page(api, "?limit=2&offset=2")
+    assert ([marker(e) for e in page["items"]], page["nextOffset"]) == ([3, 2], 4)
+    assert [marker(e) for e in log_page(api, f"?limit=5&before={page['nextBefore']}")["items"]] == [1]
+
+
+def test_keyset_paging_within_an_action(api):
+    api.create_client("acme", "Acme Corp")
+    for _ in range(3):
+        one_of_each_action(api)
+    first = log_page(api, "?action=credit_grant&limit=2")
+    rest = log_page(api, f"?action=credit_grant&limit=2&before={first['nextBefore']}")
+    ids = [e["id"] for e in first["items"] + rest["items"]]
+    assert [e["action"] for e in first["items"] + rest["items"]] == ["credit_grant"] * 3
+    assert ids == sorted(ids, reverse=True) and rest["nextBefore"] is None
+
+
 def test_next_offset_is_null_when_the_page_ends_exactly_at_the_last_entry(api):
     api.create_client("acme", "Acme Corp")
     for value in range(1, 5):
@@ -110,7 +145,7 @@ def test_next_offset_is_null_when_the_page_ends_exactly_at_the_last_entry(api):
 
 def test_empty_log(api):
     api.create_client("acme", "Acme Corp")
-    assert log_page(api) == {"items": [], "limit": 50, "offset": 0, "nextOffset": None}
+    assert log_page(api) == {"items": [], "limit": 50, "offset": 0, "nextOffset": None, "nextBefore": None}
 
 
 @pytest.mark.parametrize("action", ["plan_change", "limit_change", "credit_grant", "usage_reset"])
@@ -150,6 +185,13 @@ def test_action_filter_paginates_within_the_action(api):
         ("?limit=1.5", "limit"),
         ("?offset=-1", "offset"),
         ("?sort=asc", "sort"),
+        ("?before=0", "before"),
+        ("?before=-3", "before"),
+        ("?before=abc", "before"),
+        ("?before=2.5", "before"),
+        ("?before=", "before"),
+        ("?before=9223372036854775808", "before"),
+        ("?before=5&offset=2", "before"),
     ],
 )
 def test_invalid_query_is_refused(api, query, field):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from credits_service import create_app
-from credits_service.config import EXIT_INVALID_CONFIGURATION, SETTINGS, Config, InvalidConfiguration
+from credits_service.config import EXIT_INVALID_CONFIGURATION, SETTINGS, Config, InvalidConfiguration, TestConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,6 +98,8 @@ def environment(monkeypatch, tmp_path):
     for setting in SETTINGS:
         monkeypatch.delenv(setting.name, raising=False)
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/credits.sqlite3")
+    # The app refuses to start without an audit key (see test_audit_chain.py).
+    monkeypatch.setenv("AUDIT_HMAC_KEYS", TestConfig.AUDIT_HMAC_KEYS)
     yield monkeypatch
     # LOG_JSON defaults to true: the handler it adds to the root logger must not outlive the test.
     root = logging.getLogger()
@@ -115,7 +117,7 @@ def test_create_app_reads_the_environment_when_called(environment):
 def test_unset_variables_keep_their_defaults(environment):
     config = create_app().config
     for setting in SETTINGS:
-        if setting.name != "DATABASE_URL":
+        if setting.name not in {"DATABASE_URL", "AUDIT_HMAC_KEYS"}:
             assert config[setting.config_key] == setting.default == getattr(Config, setting.config_key)
     assert (config["SQLITE_BUSY_TIMEOUT_MS"], config["RATE_LIMIT_READ"], config["LOG_LEVEL"]) == (30000, "200/minute", "INFO")
 
@@ -134,6 +136,10 @@ def test_valid_values_are_parsed(environment):
         "IDEMPOTENCY_LOCK_SECONDS": "30",
         "LOG_LEVEL": "warning",
         "LOG_JSON": "0",
+        "DATABASE_CONNECT_TIMEOUT_SECONDS": "5",
+        "IDEMPOTENCY_PURGE_INTERVAL_SECONDS": "0",
+        "IDEMPOTENCY_PURGE_BATCH": "250",
+        "AUDIT_HMAC_KEYS": "k2:" + "b" * 32 + ",k1:" + "a" * 32,
     }
     for name, value in values.items():
         environment.setenv(name, value)
@@ -151,6 +157,10 @@ def test_valid_values_are_parsed(environment):
         "IDEMPOTENCY_LOCK_SECONDS": 30,
         "LOG_LEVEL": "WARNING",
         "LOG_JSON": False,
+        "DATABASE_CONNECT_TIMEOUT_SECONDS": 5,
+        "IDEMPOTENCY_PURGE_INTERVAL_SECONDS": 0,
+        "IDEMPOTENCY_PURGE_BATCH": 250,
+        "AUDIT_HMAC_KEYS": "k2:" + "b" * 32 + ",k1:" + "a" * 32,
     }
 
 

@@ -1,6 +1,10 @@
 """/openapi.json is a valid OpenAPI 3 document that describes every route as it behaves; /docs works offline."""
 
+import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from openapi_spec_validator import validate
@@ -16,6 +20,8 @@ ROLES = {
     ("get", "/api/admin/clients/{client_id}/audit-log"): ["read"],
     ("get", "/api/admin/clients/{client_id}/grants"): ["read"],
     ("get", "/api/admin/clients/{client_id}/usage"): ["read"],
+    ("get", "/api/admin/audit-log"): ["read"],
+    ("get", "/api/admin/audit-log/export"): ["read"],
     ("post", "/api/clients/{client_id}/usage"): ["service"],
     ("get", "/api/clients/{client_id}/quota-status"): ["service", "read"],
 }
@@ -32,6 +38,8 @@ STATUSES = {
     ("get", "/api/admin/clients/{client_id}/audit-log"): {"200", "400", "404"},
     ("get", "/api/admin/clients/{client_id}/grants"): {"200", "400", "404"},
     ("get", "/api/admin/clients/{client_id}/usage"): {"200", "400", "404"},
+    ("get", "/api/admin/audit-log"): {"200", "400"},
+    ("get", "/api/admin/audit-log/export"): {"200", "400"},
     ("post", "/api/clients/{client_id}/usage"): {"200", "402", "404", "409", "422"} | JSON_BODY,
     ("get", "/api/clients/{client_id}/quota-status"): {"200", "404"},
 }
@@ -105,14 +113,67 @@ def test_request_bodies_come_from_the_validating_schemas(spec):
     assert {p["name"]: p["schema"]["pattern"] for p in history if p["in"] == "query"} == {
         "from": "^[1-9][0-9]{3}-(0[1-9]|1[0-2])$", "to": "^[1-9][0-9]{3}-(0[1-9]|1[0-2])$",
     }
-    assert schemas["QuotaUpdate"]["anyOf"] == [
-        {"required": ["plan"]}, {"required": ["monthlyGenerationLimit"]}, {"required": ["storageQuotaMb"]}
+    quota_update = schemas["QuotaUpdate"]
+    assert quota_update["description"] == "Give at least one of plan, monthlyGenerationLimit, storageQuotaMb."
+    assert [(variant["title"], variant["required"]) for variant in quota_update["anyOf"]] == [
+        ("QuotaUpdateWithPlan", ["plan"]),
+        ("QuotaUpdateWithMonthlyGenerationLimit", ["monthlyGenerationLimit"]),
+        ("QuotaUpdateWithStorageQuotaMb", ["storageQuotaMb"]),
     ]
+    for variant in quota_update["anyOf"]:
+        assert set(variant["properties"]) == {"plan", "monthlyGenerationLimit", "storageQuotaMb", "reason"}
+        assert variant["additionalProperties"] is False
     assert schemas["ClientCreate"]["properties"]["id"]["pattern"] == "^[A-Za-z0-9._-]{1,64}$"
     usage = spec["paths"]["/api/clients/{client_id}/usage"]["post"]
     assert usage["requestBody"]["required"] is False  # {count} defaults to 1
     idempotency = [p for p in usage["parameters"] if p["name"] == "Idempotency-Key"]
     assert idempotency and idempotency[0]["in"] == "header"
+
+
+def test_the_audit_search_documents_its_parameters_and_export(spec):
+    search = spec["paths"]["/api/admin/audit-log"]["get"]
+    parameters = {p["name"]: p for p in search["parameters"]}
+    assert set(parameters) == {"clientId", "adminId", "action", "since", "until", "limit", "before"}
+    assert parameters["action"]["schema"]["type"] == "array"
+    assert (parameters["action"]["style"], parameters["action"]["explode"]) == ("form", True)
+    assert "repeat" in parameters["action"]["description"]
+    assert parameters["since"]["schema"] == {"type": "string", "format": "date-time"}
+    assert parameters["before"]["schema"]["minimum"] == 1
+    page = spec["components"]["schemas"]["AuditSearchPage"]["properties"]
+    assert set(page) == {"items", "limit", "nextBefore"} and page["nextBefore"]["nullable"] is True
+    export = spec["paths"]["/api/admin/audit-log/export"]["get"]
+    assert set(export["responses"]["200"]["content"]) == {"text/csv", "application/x-ndjson"}
+    formats = {p["name"]: p for p in export["parameters"]}["format"]["schema"]
+    assert formats["enum"] == ["csv", "ndjson"]
+    per_client = spec["paths"]["/api/admin/clients/{client_id}/audit-log"]["get"]
+    assert {"offset", "before"} <= {p["name"] for p in per_client["parameters"]}
+    assert "nextBefore" in spec["components"]["schemas"]["AuditLogPage"]["properties"]
+
+
+def test_the_generated_python_client_types_every_request_body(spec, tmp_path):
+    """openapi-python-client, as the Python services run it, gives no request body the type Any."""
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    (tmp_path / "config.yaml").write_text("post_hooks: []\n")  # no formatter to run
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "openapi-python-client"), "generate", "--path", "spec.json",
+         "--output-path", "client", "--meta", "none", "--config", "config.yaml"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    bodies = {
+        module.stem: set(re.findall(r"^\s+body: (.+?)(?: = UNSET)?,$", module.read_text(), re.MULTILINE))
+        for module in (tmp_path / "client" / "api").rglob("*.py")
+    }
+    bodies = {name: types for name, types in bodies.items() if types}
+    assert set(bodies) == {
+        "post_api_admin_clients", "put_api_admin_clients_client_id_quota",
+        "post_api_admin_clients_client_id_credits", "post_api_clients_client_id_usage",
+    }
+    untyped = {name: types for name, types in bodies.items() if any(re.search(r"\bAny\b", t) for t in types)}
+    assert untyped == {}
+    assert bodies["put_api_admin_clients_client_id_quota"] == {
+        "QuotaUpdateWithMonthlyGenerationLimit | QuotaUpdateWithPlan | QuotaUpdateWithStorageQuotaMb"
+    }
 
 
 def test_swagger_ui_is_served_from_the_package_without_internet(client):

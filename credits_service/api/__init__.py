@@ -13,6 +13,7 @@ from ..auth import auth
 from ..extensions import db
 from ..schemas import CLIENT_ID_PATTERN
 from ..services.audit import AuditTrail
+from ..services.audit_log import AuditLogReader
 from ..services.credits import CreditsService
 from ..services.grants import GrantsService
 from ..services.idempotency import IdempotencyKeys
@@ -86,6 +87,10 @@ def credits_service() -> CreditsService:
 
 def grants_service() -> GrantsService:
     return GrantsService(db.session(), current_app.config["CLOCK"], audit_trail())
+
+
+def audit_log_reader() -> AuditLogReader:
+    return AuditLogReader(db.session())
 
 
 def idempotency_keys() -> IdempotencyKeys:

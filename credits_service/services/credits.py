@@ -15,7 +15,6 @@ serialises writers for the same effect.
 import json
 import logging
 import uuid
-from operator import itemgetter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +30,7 @@ from ..models import Client, CreditAuditLog, QuotaLimit, UsageRecord
 from ..months import iso_utc, month_of, next_month_start
 from ..plans import DEFAULT_PLAN, PLAN_LIMITS, UNLIMITED, effective_limit, remaining
 from .audit import AuditTrail
+from .audit_log import AuditFilter, newest_first
 from .idempotency import IdempotencyClaim
 from .transactions import upsert, write_transaction
 
@@ -222,7 +222,7 @@ class CreditsService:
         now = self.clock()
         quota = self._quota(client_id)
         usage = self._month_usage(client_id, month_of(now))
-        recent = self.audit_log(client_id, limit=RECENT_AUDIT_ENTRIES, offset=0).items
+        recent = list(self.session.scalars(newest_first(AuditFilter(client_id=client_id)).limit(RECENT_AUDIT_ENTRIES)))
         return QuotaOverview(quota, self._usage_status(quota, usage, now), recent)
 
     def update_quota(self, actor: str, client_id: str, *, plan: str | None = None,
@@ -280,17 +280,6 @@ class CreditsService:
                 idempotency.complete(self.session, result)
         self._logged(actor, "usage_reset", client_id)
         return result
-
-    # ---- audit log -----------------------------------------------------------
-
-    def audit_log(self, client_id: str, limit: int, offset: int, action: str | None = None) -> Page:
-        """Newest first, in insertion order (the id), so same-millisecond entries keep their order."""
-        if self.session.get(Client, client_id) is None:
-            raise NotFound(f"There is no client with id {client_id!r}.")
-        query = select(CreditAuditLog).where(CreditAuditLog.client_id == client_id)
-        if action is not None:
-            query = query.where(CreditAuditLog.action == action)
-        return self._page(query.order_by(CreditAuditLog.id.desc()), limit, offset, itemgetter(0))
 
     # ---- the platform's side -------------------------------------------------
 

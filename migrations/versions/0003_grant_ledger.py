@@ -4,7 +4,7 @@ Grants made before this revision are not back-filled: they stay in the audit log
 the stored limits), and the ledger starts empty.
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-25 20:40:00.000000
 
 """
