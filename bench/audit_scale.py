@@ -1,9 +1,10 @@
 """The audit log as it grows: the same reads at 1,000 and at 1,000,000 entries, in-process.
 
 The entries come from bench/audit_entries.sql (one client holds the oldest 20 %). Each request
-runs through the Flask test client on PostgreSQL RUNS times; the median is reported, and the
-ratio of the large log to the small one. Requests the service does not offer are skipped: keyset
-paging (`before=`, detected by a 400 naming it) and the global listing (404).
+runs through the Flask test client on PostgreSQL RUNS times; the median is reported with the
+ratio of the large log to the small one (also in bench/results/audit-scale-<LABEL>.txt).
+Requests the service does not offer are skipped: keyset paging (`before=`, detected by a 400
+naming it) and the global listing (404).
 """
 
 import os
@@ -13,9 +14,10 @@ from pathlib import Path
 
 import psycopg
 
-from harness import CLIENT_PREFIX, fresh_database, migrate_and_issue_keys, psycopg_url, service_env
+from harness import CLIENT_PREFIX, RESULTS, fresh_database, migrate_and_issue_keys, psycopg_url, service_env
 
 RUNS = int(os.environ.get("RUNS", "15"))
+LABEL = os.environ.get("LABEL", "latest")
 CLIENTS = 1000
 SIZES = [(1_000, 200), (1_000_000, 200_000)]  # (entries, of which the heavy client's)
 LOADER = Path(__file__).with_name("audit_entries.sql")
@@ -80,10 +82,13 @@ def main() -> None:
                         for name, url in requests_for(client, headers, heavy).items()})
 
     small, large = timings
-    print(f"\nmedian of {RUNS} in-process requests on PostgreSQL")
-    print(f"{'request':<44} {'1,000':>9} {'1,000,000':>10} {'ratio':>6}")
+    lines = [f"median of {RUNS} in-process requests on PostgreSQL, client {CLIENT_PREFIX}0",
+             f"{'request':<44} {'1,000':>9} {'1,000,000':>10} {'ratio':>6}"]
     for name, ms_small in small.items():
-        print(f"{name:<44} {ms_small:>7.1f}ms {large[name]:>8.1f}ms {large[name] / ms_small:>6.1f}")
+        lines.append(f"{name:<44} {ms_small:>7.1f}ms {large[name]:>8.1f}ms {large[name] / ms_small:>6.1f}")
+    out = RESULTS / f"audit-scale-{LABEL}.txt"
+    out.write_text("\n".join(lines) + "\n")
+    print("\n" + "\n".join(lines) + f"\nwrote {out}")
 
 
 if __name__ == "__main__":
