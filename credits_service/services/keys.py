@@ -71,11 +71,11 @@ class KeyCheckCache:
             return found
         return None
 
-    def put(self, key_hash: str, principal: Principal, expires_at: datetime | None) -> None:
+    def put(self, key_hash: str, valid: _ValidKey) -> None:
         with self._lock:
             if len(self._valid) >= KEY_CHECK_CACHE_SIZE:
                 self._valid.clear()
-            self._valid[key_hash] = _ValidKey(principal, expires_at, time.monotonic())
+            self._valid[key_hash] = valid
 
     def clear(self) -> None:
         with self._lock:
@@ -138,10 +138,9 @@ class ApiKeys:
             return KeyCheck(None, "missing key")
         key_hash = hash_key(key)
         cache = _cache_for(self.session)
-        cached = cache.get(key_hash)
-        if cached is not None:
-            principal, expires_at = cached.principal, cached.expires_at
-        else:
+        valid = cache.get(key_hash)
+        looked_up = valid is None
+        if looked_up:
             found = self.session.execute(
                 select(ApiKey.id, ApiKey.name, ApiKey.role, ApiKey.revoked_at, ApiKey.expires_at)
                 .where(ApiKey.key_hash == key_hash)
@@ -150,13 +149,14 @@ class ApiKeys:
                 return KeyCheck(None, "unknown key")
             if found.revoked_at is not None:
                 return KeyCheck(None, f"revoked key id={found.id} name={found.name}")
-            principal, expires_at = Principal(found.id, found.name, found.role), found.expires_at
-        if expires_at is not None and expires_at <= self.clock():
+            valid = _ValidKey(Principal(found.id, found.name, found.role), found.expires_at, time.monotonic())
+        principal = valid.principal
+        if is_expired(valid, self.clock()):
             return KeyCheck(None, f"expired key id={principal.key_id} name={principal.name}")
-        if cached is None:
-            cache.put(key_hash, principal, expires_at)
+        if looked_up:
+            cache.put(key_hash, valid)
         return KeyCheck(principal)
 
 
-def is_expired(key: ApiKey, now: datetime) -> bool:
+def is_expired(key: ApiKey | _ValidKey, now: datetime) -> bool:
     return key.expires_at is not None and key.expires_at <= now
