@@ -61,13 +61,14 @@ def run() -> dict:
 
 
 HEADER = (f"{'endpoint':<20} {'req/s':>7} {'ceiling':>7} {'ratio':>5} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'ceil p99':>8} {'errors':>6} {'RSS MB':>6} {'ceil RSS':>8}")
+          f"{'ceil p99':>8} {'errors':>7} {'RSS MB':>6} {'ceil RSS':>8}")
 
 
 def print_row(row: dict) -> None:
     s, c = row["service"], row["ceiling"]
+    errors = f"{s['errors']}/{c['errors']}"  # service/ceiling
     print(f"{row['endpoint']:<20} {s['rps']:>7.0f} {c['rps']:>7.0f} {row['ratio']:>5.2f} {s['p50_ms']:>7.1f} "
-          f"{s['p99_ms']:>7.1f} {c['p99_ms']:>8.1f} {s['errors'] + c['errors']:>6} {s['peak_rss_mb']:>6.0f} "
+          f"{s['p99_ms']:>7.1f} {c['p99_ms']:>8.1f} {errors:>7} {s['peak_rss_mb']:>6.0f} "
           f"{c['peak_rss_mb']:>8.0f}", flush=True)
 
 
