@@ -2,10 +2,13 @@
 
 import hashlib
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Engine, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
@@ -15,6 +18,11 @@ from .transactions import write_transaction
 KEY_PREFIX = "cs_"
 # Roles a key's role grants, as flask-httpauth's get_user_roles reports them.
 ROLE_GRANTS = {"read": ("read",), "write": ("write", "read"), "service": ("service",)}
+# How long a worker trusts a key it has found valid without asking the database again: a
+# revocation made elsewhere (another worker, another instance, the CLI) takes effect within this.
+# Expiry is checked on every request against the stored expiry, so it takes effect at once.
+KEY_CHECK_CACHE_SECONDS = 2.0
+KEY_CHECK_CACHE_SIZE = 10_000
 
 
 def hash_key(key: str) -> str:
@@ -39,6 +47,53 @@ class KeyCheck:
     principal: Principal | None
     failure: str | None = None  # why a key was refused, for the security log
     reason: str | None = None  # the same, as one of metrics.AUTH_FAILURE_REASONS
+
+
+@dataclass(frozen=True)
+class _ValidKey:
+    principal: Principal
+    expires_at: datetime | None
+    checked_at: float  # time.monotonic()
+
+
+class KeyCheckCache:
+    """Keys found valid in the last KEY_CHECK_CACHE_SECONDS, by hash; one per database per process.
+
+    Only valid keys are kept, so a new key works at once and a refused one is asked about again.
+    """
+
+    def __init__(self):
+        self._valid: dict[str, _ValidKey] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key_hash: str) -> _ValidKey | None:
+        found = self._valid.get(key_hash)
+        if found is not None and time.monotonic() - found.checked_at < KEY_CHECK_CACHE_SECONDS:
+            return found
+        return None
+
+    def put(self, key_hash: str, valid: _ValidKey) -> None:
+        with self._lock:
+            if len(self._valid) >= KEY_CHECK_CACHE_SIZE:
+                self._valid.clear()
+            self._valid[key_hash] = valid
+
+    def clear(self) -> None:
+        with self._lock:
+            self._valid.clear()
+
+
+_caches: "WeakKeyDictionary[Engine, KeyCheckCache]" = WeakKeyDictionary()
+_caches_lock = threading.Lock()
+
+
+def _cache_for(session: Session) -> KeyCheckCache:
+    engine = session.get_bind()
+    cache = _caches.get(engine)
+    if cache is None:
+        with _caches_lock:
+            cache = _caches.setdefault(engine, KeyCheckCache())
+    return cache
 
 
 class ApiKeys:
@@ -75,20 +130,34 @@ class ApiKeys:
             self.session.execute(
                 update(ApiKey).where(match, ApiKey.revoked_at.is_(None)).values(revoked_at=self.clock())
             )
+        # At once in this process; other processes see it when their cached check runs out.
+        _cache_for(self.session).clear()
         return len(found)
 
     def check(self, key: str) -> KeyCheck:
         if not key:
             return KeyCheck(None, "missing key", "missing")
-        found = self.session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
-        if found is None:
-            return KeyCheck(None, "unknown key", "unknown")
-        if found.revoked_at is not None:
-            return KeyCheck(None, f"revoked key id={found.id} name={found.name}", "revoked")
-        if is_expired(found, self.clock()):
-            return KeyCheck(None, f"expired key id={found.id} name={found.name}", "expired")
-        return KeyCheck(Principal(found.id, found.name, found.role))
+        key_hash = hash_key(key)
+        cache = _cache_for(self.session)
+        valid = cache.get(key_hash)
+        looked_up = valid is None
+        if looked_up:
+            found = self.session.execute(
+                select(ApiKey.id, ApiKey.name, ApiKey.role, ApiKey.revoked_at, ApiKey.expires_at)
+                .where(ApiKey.key_hash == key_hash)
+            ).first()
+            if found is None:
+                return KeyCheck(None, "unknown key", "unknown")
+            if found.revoked_at is not None:
+                return KeyCheck(None, f"revoked key id={found.id} name={found.name}", "revoked")
+            valid = _ValidKey(Principal(found.id, found.name, found.role), found.expires_at, time.monotonic())
+        principal = valid.principal
+        if is_expired(valid, self.clock()):
+            return KeyCheck(None, f"expired key id={principal.key_id} name={principal.name}", "expired")
+        if looked_up:
+            cache.put(key_hash, valid)
+        return KeyCheck(principal)
 
 
-def is_expired(key: ApiKey, now: datetime) -> bool:
+def is_expired(key: ApiKey | _ValidKey, now: datetime) -> bool:
     return key.expires_at is not None and key.expires_at <= now

@@ -12,17 +12,34 @@ def write_transaction(session: Session) -> Iterator[None]:
     """One write transaction: commit on success, roll back on any exception.
 
     On SQLite it begins IMMEDIATE (see the engine hook in create_app), so concurrent writers
-    wait on the busy timeout instead of failing when a read lock cannot be upgraded.
-    A read-only transaction the session began by itself (autobegin) is ended first, so the
-    write starts from a fresh snapshot with its locks taken up front.
+    wait on the busy timeout instead of failing when a read lock cannot be upgraded; a read
+    transaction the session began by itself (autobegin, e.g. the key check) is ended first.
+    Under READ COMMITTED (PostgreSQL's default) every statement reads the latest committed
+    data and locks are taken by the statements themselves, so such a read transaction simply
+    goes on as the write one: no ROLLBACK, no second BEGIN, one connection for the request.
+    Entities it loaded are expired, so the write reads them afresh.
     """
     if session.in_transaction():
         if session.new or session.dirty or session.deleted:
             raise RuntimeError("unflushed changes outside a write transaction")
-        session.rollback()
-    with session.begin():
+        if session.get_transaction().is_active and _statements_read_latest(session):
+            session.expire_all()
+        else:
+            session.rollback()
+    if not session.in_transaction():
+        session.begin()
         session.connection(execution_options={"sqlite_immediate": True})
+    try:
         yield
+    except BaseException:
+        session.rollback()
+        raise
+    session.commit()
+
+
+def _statements_read_latest(session: Session) -> bool:
+    connection = session.connection()
+    return connection.dialect.name != "sqlite" and connection.dialect.default_isolation_level == "READ COMMITTED"
 
 
 def snapshot_transaction(session: Session) -> None:

@@ -1,0 +1,59 @@
+"""The hot path's plumbing: the key check and the work share one connection and one transaction,
+and a key found valid is not looked up again for a moment (revocation: tests/integration)."""
+
+import pytest
+from sqlalchemy import event
+
+from conftest import make_key
+from credits_service.extensions import db
+
+USAGE = "/api/clients/acme/usage"
+
+
+@pytest.fixture
+def database_events(app):
+    """What the engine does during the test: checkouts, transactions, statements."""
+    seen = []
+    with app.app_context():
+        engine = db.engine
+    listeners = [
+        (engine.pool, "checkout", lambda *_: seen.append("checkout")),
+        (engine, "begin", lambda *_: seen.append("begin")),
+        (engine, "commit", lambda *_: seen.append("commit")),
+        (engine, "rollback", lambda *_: seen.append("rollback")),
+        (engine, "before_cursor_execute", lambda _c, _cur, statement, *_: seen.append(statement.split()[0])),
+    ]
+    for target, name, listener in listeners:
+        event.listen(target, name, listener)
+    yield engine, seen
+    for target, name, listener in listeners:
+        event.remove(target, name, listener)
+
+
+def test_consumption_checks_its_key_and_writes_in_one_transaction(api, app, acme, database_events):
+    engine, seen = database_events
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite ends the key check's read transaction to BEGIN IMMEDIATE")
+    key = make_key(app, "fresh-platform", "service")  # not checked yet by this process
+    seen.clear()
+    response = api.post(USAGE, json={"count": 2}, key=key)
+    assert response.status_code == 200, response.get_json()
+    assert seen == ["checkout", "begin", "SELECT", "SELECT", "INSERT", "commit"]
+
+
+def test_a_key_found_valid_is_not_looked_up_again_at_once(api, app, acme, database_events):
+    _, seen = database_events
+    key = make_key(app, "platform-2", "service")
+    assert api.post(USAGE, key=key).status_code == 200
+    seen.clear()
+    assert api.post(USAGE, key=key).status_code == 200
+    assert seen.count("SELECT") == 1  # the quota row lock; no api_keys lookup
+    assert api.get("/api/clients/acme/quota-status", key=key).get_json()["generationsUsed"] == 2
+
+
+def test_an_unknown_key_is_looked_up_every_time(api, acme, database_events):
+    _, seen = database_events
+    for _ in range(2):
+        seen.clear()
+        assert api.post(USAGE, key="cs_not-a-key").status_code == 401
+        assert seen.count("SELECT") == 1
