@@ -24,6 +24,10 @@ except EnvError as error:
 
 bind = f"0.0.0.0:{port}"
 
+# Every other setting is checked here, in the master, before any worker is forked: a bad one
+# stops gunicorn with one line and no traceback (credits_service/config.py). The import comes
+# after PROMETHEUS_MULTIPROC_DIR is set below, since it loads prometheus_client.
+
 # SIGTERM stops accepting connections and lets requests in flight finish for up to
 # graceful_timeout seconds; keep it below the orchestrator's kill deadline (Kubernetes 30 s,
 # compose's stop_grace_period). A worker silent for `timeout` seconds is killed and replaced.
@@ -39,6 +43,11 @@ control_socket_disable = True
 own_metrics_dir = None
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     own_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="credits-prometheus-")
+
+
+from credits_service.config import validate_environment  # noqa: E402
+
+validate_environment()
 
 
 def on_starting(server):

@@ -12,9 +12,6 @@ cd "$(dirname "$0")/.."
 CACHE_DIR=${CACHE_DIR:-/var/cache/credits-service}
 PG_URL=${PG_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-# /healthz and /readyz come with the health endpoints change; until it is merged a 404 from
-# them is reported and accepted. Make the default 1 once they are served: then only 200 passes.
-HEALTH_ENDPOINTS_REQUIRED=${HEALTH_ENDPOINTS_REQUIRED:-0}
 
 BASE_TAR="$CACHE_DIR/debian-bookworm-python3.tar"
 BASE_IMAGE=localhost/credits-service-base:bookworm
@@ -143,24 +140,19 @@ for _ in $(seq 1 60); do
 done
 [ "$(status "$base/openapi.json")" = 200 ] || { tail -30 "$workdir/server.log" >&2; fail "gunicorn did not answer within 60 s"; }
 
-# A health endpoint answers 200, or 404 while HEALTH_ENDPOINTS_REQUIRED=0 (not merged yet).
+# A health endpoint answers 200 and {"status": "ok"}.
 endpoint_answers() {
     local path=$1 code
     code=$(status "$base$path")
-    if [ "$code" = 404 ] && [ "$HEALTH_ENDPOINTS_REQUIRED" = 0 ]; then
-        echo "404: $path is not served by this build yet (HEALTH_ENDPOINTS_REQUIRED=1 makes this fail)"
-        return 1
-    fi
     [ "$code" = 200 ] || { tail -30 "$workdir/server.log" >&2; fail "$path answered $code: $(cat "$workdir/body")"; }
 }
 
 say "GET /healthz"
-if endpoint_answers /healthz; then
-    grep -q '"status": *"ok"' "$workdir/body" || fail "/healthz answered $(cat "$workdir/body")"
-    say "Running the image's HEALTHCHECK command inside the container"
-    mapfile -t probe <"$workdir/healthcheck"
-    run "${probe[@]}" || fail "the image's HEALTHCHECK command failed against the running server"
-fi
+endpoint_answers /healthz
+grep -q '"status": *"ok"' "$workdir/body" || fail "/healthz answered $(cat "$workdir/body")"
+say "Running the image's HEALTHCHECK command inside the container"
+mapfile -t probe <"$workdir/healthcheck"
+run "${probe[@]}" || fail "the image's HEALTHCHECK command failed against the running server"
 
 say "Checking the migration ran (alembic_version in $DATABASE)"
 revision=$(psql "$database_url" -tAc 'select version_num from alembic_version') \
@@ -169,7 +161,8 @@ revision=$(psql "$database_url" -tAc 'select version_num from alembic_version') 
 echo "revision $revision"
 
 say "GET /readyz"
-endpoint_answers /readyz || true
+endpoint_answers /readyz
+grep -q '"status": *"ok"' "$workdir/body" || fail "/readyz answered $(cat "$workdir/body")"
 
 say "Creating a key with 'flask keys create' inside the container"
 key=$(run flask --app app keys create smoke@example.com --role read 2>"$workdir/keys.log") \
