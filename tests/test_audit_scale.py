@@ -48,10 +48,14 @@ EXPORTER = textwrap.dedent("""
 
 
 def bulk_entries(app, client_id: str, count: int) -> None:
-    """Entries written straight into the table with Core inserts, one second apart."""
+    """Entries written straight into the table with Core inserts, one second apart.
+
+    Their chain columns hold placeholders of the right shape: these tests read, never verify.
+    """
     start = datetime(2026, 1, 1, tzinfo=UTC)
     rows = (
-        {"client_id": client_id, "admin_id": "alice@example.com", "action": "credit_grant",
+        {"client_id": client_id, "seq": i + 1, "previous_hash": "0" * 64, "hash": f"{i:064x}", "key_id": "test",
+         "admin_id": "alice@example.com", "action": "credit_grant",
          "details": {"amount": 1, "reason": f"bulk entry {i}, with a comma"}, "previous_value": str(i),
          "new_value": str(i + 1), "created_at": start + timedelta(seconds=i)}
         for i in range(count)
@@ -85,11 +89,18 @@ SELECT 'c' || i, 'Client ' || i, now(), now() FROM generate_series(0, 99) i;
 INSERT INTO quota_limits (client_id, plan, monthly_generation_limit, storage_quota_mb, created_at, updated_at)
 SELECT id, 'free', 100, 1000, now(), now() FROM clients;
 -- c0 holds the oldest fifth of the entries, as a long-standing client who has gone quiet.
-INSERT INTO credit_audit_log (client_id, admin_id, action, details, created_at)
-SELECT CASE WHEN i <= 20000 THEN 'c0' ELSE 'c' || (1 + i % 99) END, 'admin' || (i % 5) || '@example.com',
-       (ARRAY['plan_change', 'credit_grant', 'limit_change', 'usage_reset'])[1 + i % 4], '{}',
-       timestamptz '2026-01-01' + i * interval '1 second'
-FROM generate_series(1, 100000) i;
+-- The chain columns hold placeholders of the right shape: the plans are what is tested.
+INSERT INTO credit_audit_log (client_id, seq, admin_id, action, details, created_at, previous_hash, hash, key_id)
+SELECT client_id, row_number() OVER (PARTITION BY client_id ORDER BY i), admin_id, action, '{}', created_at,
+       md5(i::text) || md5(i::text), md5(i::text || 'h') || md5(i::text || 'h'), 'test'
+FROM (
+    SELECT i, CASE WHEN i <= 20000 THEN 'c0' ELSE 'c' || (1 + i % 99) END AS client_id,
+           'admin' || (i % 5) || '@example.com' AS admin_id,
+           (ARRAY['plan_change', 'credit_grant', 'limit_change', 'usage_reset'])[1 + i % 4] AS action,
+           timestamptz '2026-01-01' + i * interval '1 second' AS created_at
+    FROM generate_series(1, 100000) i
+) AS entries
+ORDER BY i;
 ANALYZE;
 """
 
