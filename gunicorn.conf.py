@@ -80,9 +80,10 @@ logconfig_dict = {
     "disable_existing_loggers": False,
     "formatters": {
         "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
+            # The application's own formatter: the same fields and UTC times as its lines.
+            "()": "credits_service.logs.UtcJsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
-            "rename_fields": {"asctime": "time"},
+            "rename_fields": {"asctime": "time", "levelname": "level"},
         },
     },
     "handlers": {

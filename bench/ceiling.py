@@ -15,7 +15,7 @@ from flask import Flask, g, jsonify, request
 from psycopg.types.json import Jsonb
 
 # ==== The SQL, one tuple of statements per endpoint =============================================
-# Keep these in step with what the service runs for the same request (notes/bench.md says how):
+# Keep these in step with what the service runs for the same request (bench/README.md says how):
 # each tuple runs in one transaction, in order, and ends with COMMIT.
 
 # GET /api/admin/clients/<id>/quota: the quota with this month's usage, and the 10 newest entries.

@@ -19,7 +19,7 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
-class _UtcJsonFormatter(JsonFormatter):
+class UtcJsonFormatter(JsonFormatter):
     """Times as the API writes them: ISO 8601 in UTC with milliseconds."""
 
     converter = time.gmtime
@@ -36,7 +36,7 @@ def configure_logging(app: Flask) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.credits_json = True
     handler.addFilter(_RequestIdFilter())
-    handler.setFormatter(_UtcJsonFormatter(
+    handler.setFormatter(UtcJsonFormatter(
         "%(asctime)s %(levelname)s %(name)s %(message)s",
         rename_fields={"asctime": "time", "levelname": "level"},
     ))

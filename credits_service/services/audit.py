@@ -4,7 +4,7 @@ Each entry stores hash = HMAC-SHA256(key, previous hash ‖ canonical encoding o
 the previous hash itself and the id of the key that signed it. The client's head (entry
 count, last entry, hash) lives in audit_heads and advances in the same transaction as the
 entry, so deleting the newest entries, or rewriting any entry, shows when the chain is
-recomputed. notes/audit.md documents the encoding for programs that check it on their own.
+recomputed. The README ("Tamper-evident audit log") documents the encoding for programs that check it on their own.
 """
 
 import hashlib

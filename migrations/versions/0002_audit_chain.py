@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 from flask import current_app
 
-# The encoding is a published contract (notes/audit.md) that never changes, so this
+# The encoding is a published contract (README.md, "Tamper-evident audit log") that never changes, so this
 # revision can share the service's implementation of it.
 from credits_service.services.audit import GENESIS, canonical_entry, chain_hash
 

@@ -101,7 +101,7 @@ def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(database_url, tmp_
 
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     assert any(line["name"] == "gunicorn.error" and "Handling signal: term" in line["message"] for line in lines)
-    assert all({"time", "levelname", "message"} <= set(line) for line in lines)
+    assert all({"time", "level", "message"} <= set(line) for line in lines)
 
 
 def test_sample_files_are_cleared_at_start_and_dead_workers_marked(tmp_path):

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from conftest import issue_keys, migrated
+from credits_service.config import TestConfig
 
 from .servers import ROOT, Instance
 
@@ -58,7 +59,7 @@ def test_revoked_key_is_refused_everywhere_within_five_seconds(database, instanc
         assert set(statuses(instances, key)) == {200}
 
     subprocess.run([sys.executable, "-m", "flask", "--app", "app", "keys", "revoke", "leaver@example.com"],
-                   cwd=ROOT, env={**os.environ, "DATABASE_URL": database}, check=True, capture_output=True)
+                   cwd=ROOT, env={**os.environ, "DATABASE_URL": database, "AUDIT_HMAC_KEYS": TestConfig.AUDIT_HMAC_KEYS}, check=True, capture_output=True)
     revoked_at = time.monotonic()
 
     while set(statuses(instances, key)) != {401}:
