@@ -14,48 +14,65 @@ import psycopg
 from flask import Flask, g, jsonify, request
 from psycopg.types.json import Jsonb
 
+# The same HMAC over the same canonical bytes as the service: the chain's cost is part of a grant.
+from credits_service.services.audit import AuditKeys, canonical_entry, chain_hash, to_milliseconds
+
+# The signing key the service gets from AUDIT_HMAC_KEYS (bench/harness.py sets it for both).
+_KEYS = AuditKeys.parse(os.environ["AUDIT_HMAC_KEYS"])
+AUDIT_KEY_ID, AUDIT_SECRET = _KEYS.signing_id, _KEYS.secrets[_KEYS.signing_id]
+
 # ==== The SQL, one tuple of statements per endpoint =============================================
 # Keep these in step with what the service runs for the same request (bench/README.md says how):
 # each tuple runs in one transaction, in order, and ends with COMMIT.
 
-# GET /api/admin/clients/<id>/quota: the quota with this month's usage, and the 10 newest entries.
+# GET /api/admin/clients/<id>/quota: the quota with this month's usage and month-grants, and
+# the 10 newest entries.
 QUOTA_READ = (
     """SELECT q.plan, q.monthly_generation_limit, q.storage_quota_mb, q.created_at, q.updated_at,
-              coalesce(u.generation_count, 0)
+              coalesce(u.generation_count, 0), coalesce(u.granted, 0)
        FROM quota_limits q
        LEFT JOIN usage_records u ON u.client_id = q.client_id AND u.month = %(month)s
        WHERE q.client_id = %(client_id)s""",
-    """SELECT id, admin_id, action, details, previous_value, new_value, created_at
+    """SELECT id, seq, admin_id, action, details, previous_value, new_value, created_at, hash
        FROM credit_audit_log WHERE client_id = %(client_id)s ORDER BY id DESC LIMIT 10""",
 )
 
 # POST /api/admin/clients/<id>/credits {"action": "grant"}: the locked raise, this month's
-# usage for the answer, and the audit entry.
+# usage and month-grants for the answer, the ledger row, and the audit entry appended to the
+# client's chain (its head locked, read, advanced).
 GRANT = (
     """UPDATE quota_limits
        SET monthly_generation_limit = monthly_generation_limit + %(amount)s, updated_at = %(now)s
        WHERE client_id = %(client_id)s AND monthly_generation_limit <> -1
        RETURNING monthly_generation_limit - %(amount)s, monthly_generation_limit""",
-    """SELECT coalesce(max(generation_count), 0) FROM usage_records
+    """SELECT coalesce(max(generation_count), 0), coalesce(max(granted), 0) FROM usage_records
        WHERE client_id = %(client_id)s AND month = %(month)s""",
-    """INSERT INTO credit_audit_log (client_id, admin_id, action, details, previous_value, new_value, created_at)
-       VALUES (%(client_id)s, %(admin_id)s, 'credit_grant', %(details)s, %(previous)s, %(new)s, %(now)s)""",
+    """INSERT INTO credit_grants (client_id, amount, scope, admin_id, created_at)
+       VALUES (%(client_id)s, %(amount)s, 'permanent', %(admin_id)s, %(now)s) RETURNING id""",
+    "SELECT entry_count, hash, nextval('credit_audit_log_id_seq') FROM audit_heads WHERE client_id = %(client_id)s FOR UPDATE",
+    """INSERT INTO credit_audit_log (id, client_id, seq, admin_id, action, details, previous_value, new_value,
+                                    created_at, previous_hash, hash, key_id)
+       VALUES (%(id)s, %(client_id)s, %(seq)s, %(admin_id)s, 'credit_grant', %(details)s, %(previous)s, %(new)s,
+               %(now)s, %(previous_hash)s, %(hash)s, %(key_id)s)""",
+    """UPDATE audit_heads SET entry_count = %(seq)s, last_entry_id = %(id)s, hash = %(hash)s, updated_at = %(now)s
+       WHERE client_id = %(client_id)s""",
 )
 
-# POST /api/clients/<id>/usage: the client's quota row lock, then the conditional upsert.
+# POST /api/clients/<id>/usage: the client's quota row lock, then the conditional upsert
+# against the stored limit plus this month's month-grants.
 CONSUME = (
     "SELECT monthly_generation_limit FROM quota_limits WHERE client_id = %(client_id)s FOR UPDATE",
-    """INSERT INTO usage_records (client_id, month, generation_count, created_at, updated_at)
-       VALUES (%(client_id)s, %(month)s, %(count)s, %(now)s, %(now)s)
+    """INSERT INTO usage_records (client_id, month, generation_count, granted, created_at, updated_at)
+       VALUES (%(client_id)s, %(month)s, %(count)s, 0, %(now)s, %(now)s)
        ON CONFLICT (client_id, month) DO UPDATE
        SET generation_count = usage_records.generation_count + %(count)s, updated_at = %(now)s
-       WHERE %(limit)s = -1 OR usage_records.generation_count + %(count)s <= %(limit)s
-       RETURNING generation_count""",
+       WHERE %(limit)s = -1 OR usage_records.generation_count + %(count)s <= %(limit)s + usage_records.granted
+       RETURNING generation_count, granted""",
 )
 
-# GET /api/clients/<id>/quota-status: the plan, the limit and this month's usage.
+# GET /api/clients/<id>/quota-status: the plan, the limit, this month's usage and month-grants.
 QUOTA_STATUS = (
-    """SELECT q.plan, q.monthly_generation_limit, coalesce(u.generation_count, 0)
+    """SELECT q.plan, q.monthly_generation_limit, coalesce(u.generation_count, 0), coalesce(u.granted, 0)
        FROM quota_limits q
        LEFT JOIN usage_records u ON u.client_id = q.client_id AND u.month = %(month)s
        WHERE q.client_id = %(client_id)s""",
@@ -89,16 +106,18 @@ def quota(client_id):
     params = {"client_id": client_id, "month": g.month}
     conn = connection()
     with conn.transaction():
-        plan, limit, storage, created, updated, used = conn.execute(QUOTA_READ[0], params).fetchone()
+        plan, base, storage, created, updated, used, granted = conn.execute(QUOTA_READ[0], params).fetchone()
         entries = conn.execute(QUOTA_READ[1], params).fetchall()
+    limit = base if base == -1 else base + granted
     return jsonify(
         quota={"clientId": client_id, "plan": plan, "monthlyGenerationLimit": limit,
                "storageQuotaMb": storage, "createdAt": created.isoformat(), "updatedAt": updated.isoformat()},
-        usage={"month": g.month, "generationCount": used, "limit": limit, "remaining": remaining(limit, used)},
+        usage={"month": g.month, "generationCount": used, "limit": limit, "baseLimit": base,
+               "grantedThisMonth": granted, "remaining": remaining(limit, used)},
         auditLog=[
-            {"id": id_, "clientId": client_id, "adminId": admin, "action": action, "details": details,
-             "previousValue": previous, "newValue": new, "createdAt": at.isoformat()}
-            for id_, admin, action, details, previous, new, at in entries
+            {"id": id_, "seq": seq, "clientId": client_id, "adminId": admin, "action": action, "details": details,
+             "previousValue": previous, "newValue": new, "createdAt": at.isoformat(), "hash": hash_}
+            for id_, seq, admin, action, details, previous, new, at, hash_ in entries
         ],
     )
 
@@ -106,15 +125,26 @@ def quota(client_id):
 @app.post("/api/admin/clients/<client_id>/credits")
 def grant(client_id):
     amount = request.get_json()["amount"]
-    params = {"client_id": client_id, "month": g.month, "now": g.now, "amount": amount,
-              "admin_id": "bench-admin", "details": Jsonb({"amount": amount, "reason": None})}
+    now = to_milliseconds(g.now)
+    params = {"client_id": client_id, "month": g.month, "now": now, "amount": amount,
+              "admin_id": "bench-admin", "key_id": AUDIT_KEY_ID}
     conn = connection()
     with conn.transaction():
-        previous, new = conn.execute(GRANT[0], params).fetchone()
-        used = conn.execute(GRANT[1], params).fetchone()[0]
-        conn.execute(GRANT[2], {**params, "previous": str(previous), "new": str(new)})
-    return jsonify(action="grant", currentUsage=used, previousLimit=previous, newLimit=new,
-                   remaining=remaining(new, used))
+        stored_before, stored = conn.execute(GRANT[0], params).fetchone()
+        used, granted = conn.execute(GRANT[1], params).fetchone()
+        previous, new = stored_before + granted, stored + granted
+        grant_id = conn.execute(GRANT[2], params).fetchone()[0]
+        count, previous_hash, entry_id = conn.execute(GRANT[3], params).fetchone()
+        details = {"amount": amount, "reason": None, "scope": "permanent", "grantId": grant_id}
+        entry = {**params, "id": entry_id, "seq": count + 1, "previous": str(previous), "new": str(new),
+                 "previous_hash": previous_hash, "details": Jsonb(details)}
+        entry["hash"] = chain_hash(AUDIT_SECRET, previous_hash, canonical_entry(
+            entry_id, client_id, count + 1, "bench-admin", "credit_grant", details, entry["previous"],
+            entry["new"], now))
+        conn.execute(GRANT[4], entry)
+        conn.execute(GRANT[5], entry)
+    return jsonify(action="grant", grantId=grant_id, scope="permanent", month=None, expiresAt=None,
+                   currentUsage=used, previousLimit=previous, newLimit=new, remaining=remaining(new, used))
 
 
 @app.post("/api/clients/<client_id>/usage")
@@ -123,8 +153,8 @@ def consume(client_id):
     conn = connection()
     with conn.transaction():
         params["limit"] = conn.execute(CONSUME[0], params).fetchone()[0]
-        used = conn.execute(CONSUME[1], params).fetchone()[0]
-    limit = params["limit"]
+        used, granted = conn.execute(CONSUME[1], params).fetchone()
+    limit = params["limit"] if params["limit"] == -1 else params["limit"] + granted
     return jsonify(month=g.month, generationCount=used, limit=limit, remaining=remaining(limit, used))
 
 
@@ -132,10 +162,13 @@ def consume(client_id):
 def quota_status(client_id):
     conn = connection()
     with conn.transaction():
-        plan, limit, used = conn.execute(QUOTA_STATUS[0], {"client_id": client_id, "month": g.month}).fetchone()
-    unlimited = limit == -1
+        plan, base, used, granted = conn.execute(
+            QUOTA_STATUS[0], {"client_id": client_id, "month": g.month}).fetchone()
+    unlimited = base == -1
+    limit = base if unlimited else base + granted
     return jsonify(
-        plan=plan, month=g.month, generationsUsed=used, generationsLimit=limit,
+        plan=plan, month=g.month, generationsUsed=used, generationsLimit=limit, baseLimit=base,
+        grantedThisMonth=granted,
         generationsRemaining=remaining(limit, used),
         usagePercent=0.0 if unlimited else (100.0 if limit == 0 else round(used * 100 / limit, 2)),
         isUnlimited=unlimited, isAtLimit=not unlimited and used >= limit,

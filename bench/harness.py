@@ -41,9 +41,14 @@ def psycopg_url(database_url: str) -> str:
     return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
+# Signs the benchmark's audit entries unless AUDIT_HMAC_KEYS is set; the ceiling signs with it too.
+BENCH_AUDIT_KEYS = "bench:" + "0123456789abcdef" * 4
+
+
 def service_env(database_url: str) -> dict[str, str]:
-    """The service as in production, with rate limits off and quiet logs."""
-    return {**os.environ, "DATABASE_URL": database_url, "RATELIMIT_ENABLED": "false", "LOG_LEVEL": "WARNING"}
+    """The service as in production, with rate limits off, quiet logs and a benchmark audit key."""
+    return {"AUDIT_HMAC_KEYS": BENCH_AUDIT_KEYS, **os.environ, "DATABASE_URL": database_url,
+            "RATELIMIT_ENABLED": "false", "LOG_LEVEL": "WARNING"}
 
 
 def flask_cli(database_url: str, *args: str) -> str:
