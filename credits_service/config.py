@@ -40,23 +40,19 @@ def utc_now() -> datetime:
 
 
 class PositiveInt(ma.fields.Int):
-    default_error_messages = {"invalid": "is not an integer", "not_positive": "is not a positive integer"}
+    MINIMUM = 1
+    default_error_messages = {"invalid": "is not an integer", "too_small": "is not a positive integer"}
 
     def _deserialize(self, value, attr, data, **kwargs) -> int:
         number = super()._deserialize(value, attr, data, **kwargs)
-        if number < 1:
-            raise self.make_error("not_positive")
+        if number < self.MINIMUM:
+            raise self.make_error("too_small")
         return number
 
 
-class NonNegativeInt(ma.fields.Int):
-    default_error_messages = {"invalid": "is not an integer", "negative": "is negative"}
-
-    def _deserialize(self, value, attr, data, **kwargs) -> int:
-        number = super()._deserialize(value, attr, data, **kwargs)
-        if number < 0:
-            raise self.make_error("negative")
-        return number
+class NonNegativeInt(PositiveInt):
+    MINIMUM = 0
+    default_error_messages = {"too_small": "is negative"}
 
 
 class Flag(ma.fields.Bool):
