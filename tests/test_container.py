@@ -68,3 +68,15 @@ def test_every_compose_service_has_a_health_check(compose):
     for name, service in compose["services"].items():
         test = service["healthcheck"]["test"]
         assert test[0] == "CMD" and len(test) > 1, name
+
+
+@pytest.mark.parametrize("workers", ["two", "0", "-1", "2.5"])
+def test_entrypoint_refuses_a_bad_worker_count_in_one_line(workers):
+    """gunicorn would parse WEB_CONCURRENCY itself and answer with a traceback: boot.sh checks it first."""
+    done = subprocess.run(["sh", "boot.sh"], cwd=ROOT, env={"PATH": os.environ["PATH"], "WEB_CONCURRENCY": workers},
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 4
+    assert done.stderr.splitlines() == [
+        f"Invalid configuration: WEB_CONCURRENCY={workers!r} is not a positive integer "
+        "(expected the number of worker processes, e.g. 2)."
+    ]
