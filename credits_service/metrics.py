@@ -89,13 +89,10 @@ def exposition() -> Response:
 def init_app(app: Flask) -> None:
     """Count and time every request, labelled by the rule it matched."""
 
-    @app.before_request
-    def _start_timer():
-        g.metrics_started = time.perf_counter()
-
+    # The request's start is the access log's clock (logs.register_access_log, registered first).
     @app.after_request
     def _observe(response):
-        started = g.pop("metrics_started", None)
+        started = g.get("request_started")
         if started is not None:
             route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
             method = request.method if request.method in METHODS else "other"

@@ -7,7 +7,6 @@ entry, so deleting the newest entries, or rewriting any entry, shows when the ch
 recomputed. The README ("Tamper-evident audit log") documents the encoding for programs that check it on their own.
 """
 
-import hashlib
 import hmac
 import json
 import re
