@@ -16,6 +16,7 @@ from .errors import register_error_handlers
 from .extensions import db, limiter, migrate
 from .logs import configure_logging, register_access_log
 from .openapi import SchemaPlugin
+from .pool import ping_idle_connections
 from .schemas import ErrorSchema
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -45,6 +46,8 @@ def create_app(config: type[Config] | None = None) -> Flask:
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
     with app.app_context():
         _tune_sqlite(app)
+        if db.engine.dialect.name != "sqlite":
+            ping_idle_connections(db.engine)
     limiter.init_app(app)
 
     from . import purger

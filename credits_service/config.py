@@ -202,7 +202,8 @@ def _with_setting_defaults(cls):
 
 @_with_setting_defaults
 class Config:
-    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    # Idle connections are pinged at checkout (credits_service/pool.py), not every one.
+    SQLALCHEMY_ENGINE_OPTIONS = {}
 
     # Bodies up to 64 KiB; Werkzeug answers 413 above that.
     MAX_CONTENT_LENGTH = 65536

@@ -12,6 +12,7 @@ client happens in one serial order; on SQLite the write transaction is IMMEDIATE
 serialises writers for the same effect.
 """
 
+import functools
 import json
 import logging
 import uuid
@@ -20,19 +21,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, delete, select
+from sqlalchemy import Connection, Row, Select, and_, bindparam, delete, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .. import metrics
 from ..errors import Conflict, NotFound, QuotaExceeded
-from ..models import Client, CreditAuditLog, QuotaLimit, UsageRecord
+from ..models import Client, QuotaLimit, UsageRecord
 from ..months import iso_utc, month_of, next_month_start
 from ..plans import DEFAULT_PLAN, PLAN_LIMITS, UNLIMITED, effective_limit, remaining
 from .audit import AuditTrail
 from .audit_log import AuditFilter, newest_first
 from .idempotency import IdempotencyClaim
-from .transactions import upsert, write_transaction
+from .transactions import read_connection, write_transaction
 
 log = logging.getLogger("credits_service.admin")
 
@@ -77,10 +79,19 @@ class UsageStatus:
 
 
 @dataclass(frozen=True)
+class QuotaView:
+    client_id: str
+    plan: str
+    monthly_generation_limit: int
+    storage_quota_mb: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
 class QuotaOverview:
-    quota: QuotaLimit
+    quota: QuotaView
     usage: UsageStatus
-    audit_log: list[CreditAuditLog]
+    audit_log: list[Any]  # the entries' rows, by column name
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,41 @@ class QuotaStatus:
     is_at_limit: bool
     is_near_limit: bool
     reset_date: datetime
+
+
+# The reads of the hot routes, built once: a Core statement with bound parameters, run on the
+# connection, skips the ORM's entity loading and is compiled once per process.
+_quotas, _usage = QuotaLimit.__table__, UsageRecord.__table__
+_QUOTA_WITH_MONTH = (
+    select(_quotas.c.client_id, _quotas.c.plan, _quotas.c.monthly_generation_limit, _quotas.c.storage_quota_mb,
+           _quotas.c.updated_at, func.coalesce(_usage.c.generation_count, 0).label("generation_count"),
+           func.coalesce(_usage.c.granted, 0).label("granted"))
+    .select_from(_quotas.outerjoin(_usage, and_(_usage.c.client_id == _quotas.c.client_id,
+                                                _usage.c.month == bindparam("month"))))
+    .where(_quotas.c.client_id == bindparam("client_id"))
+)
+_LOCK_QUOTA_WITH_MONTH = _QUOTA_WITH_MONTH.with_for_update(of=_quotas)
+_LOCK_LIMIT = (select(_quotas.c.monthly_generation_limit)
+               .where(_quotas.c.client_id == bindparam("client_id")).with_for_update())
+_RECENT_ENTRIES = newest_first(AuditFilter(client_id=bindparam("client_id"))).limit(RECENT_AUDIT_ENTRIES)
+
+
+@functools.cache
+def _consume_statement(dialect: str):
+    """The consumption's upsert: the check against the effective limit is its WHERE."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    count = bindparam("count", type_=_usage.c.generation_count.type)
+    limit = bindparam("limit", type_=_quotas.c.monthly_generation_limit.type)
+    now = bindparam("now", type_=_usage.c.updated_at.type)
+    return insert(_usage).values(
+        client_id=bindparam("client_id"), month=bindparam("month"),
+        generation_count=bindparam("first_count", type_=_usage.c.generation_count.type), granted=0,
+        created_at=now, updated_at=now,
+    ).on_conflict_do_update(
+        index_elements=[_usage.c.client_id, _usage.c.month],
+        set_={"generation_count": _usage.c.generation_count + count, "updated_at": now},
+        where=or_(limit == UNLIMITED, _usage.c.generation_count + count <= limit + _usage.c.granted),
+    ).returning(_usage.c.generation_count, _usage.c.granted)
 
 
 def _json_text(value: dict[str, Any]) -> str:
@@ -138,8 +184,8 @@ class CreditsService:
         record = self._usage_record(client_id, month)
         return MonthUsage(record.generation_count, record.granted) if record else MonthUsage()
 
-    def _usage_status(self, quota: QuotaLimit, usage: MonthUsage, now: datetime) -> UsageStatus:
-        base = quota.monthly_generation_limit
+    @staticmethod
+    def _usage_status(base: int, usage: MonthUsage, now: datetime) -> UsageStatus:
         limit = effective_limit(base, usage.granted)
         return UsageStatus(
             month=month_of(now),
@@ -218,12 +264,25 @@ class CreditsService:
 
     # ---- quota ---------------------------------------------------------------
 
+    @staticmethod
+    def _quota_with_month(connection: Connection, client_id: str, month: str, *, lock: bool = False) -> Row:
+        """The quota joined with the month's usage row: one statement, one round trip. With lock,
+        the quota row lock every writer takes first."""
+        statement = _LOCK_QUOTA_WITH_MONTH if lock else _QUOTA_WITH_MONTH
+        row = connection.execute(statement, {"client_id": client_id, "month": month}).first()
+        if row is None:
+            raise NotFound(f"There is no client with id {client_id!r}.")
+        return row
+
     def quota_overview(self, client_id: str) -> QuotaOverview:
+        """Two statements outside a transaction (read_connection): each sees the latest commit."""
         now = self.clock()
-        quota = self._quota(client_id)
-        usage = self._month_usage(client_id, month_of(now))
-        recent = list(self.session.scalars(newest_first(AuditFilter(client_id=client_id)).limit(RECENT_AUDIT_ENTRIES)))
-        return QuotaOverview(quota, self._usage_status(quota, usage, now), recent)
+        connection = read_connection(self.session)
+        row = self._quota_with_month(connection, client_id, month_of(now))
+        recent = [entry._mapping for entry in connection.execute(_RECENT_ENTRIES, {"client_id": client_id})]
+        quota = QuotaView(row.client_id, row.plan, row.monthly_generation_limit, row.storage_quota_mb, row.updated_at)
+        usage = self._usage_status(row.monthly_generation_limit, MonthUsage(row.generation_count, row.granted), now)
+        return QuotaOverview(quota, usage, recent)
 
     def update_quota(self, actor: str, client_id: str, *, plan: str | None = None,
                      monthly_generation_limit: int | None = None,
@@ -293,10 +352,13 @@ class CreditsService:
         month = month_of(now)
         try:
             with write_transaction(self.session):
-                quota = self._quota(client_id, lock=True)
-                usage = self._consume(client_id, month, count, quota.monthly_generation_limit, now)
+                connection = self.session.connection()
+                stored_limit = connection.execute(_LOCK_LIMIT, {"client_id": client_id}).scalar()
+                if stored_limit is None:
+                    raise NotFound(f"There is no client with id {client_id!r}.")
+                usage = self._consume(connection, client_id, month, count, stored_limit, now)
                 if usage is None:
-                    refused = self._usage_status(quota, self._month_usage(client_id, month), now)
+                    refused = self._usage_status(stored_limit, self._month_usage(client_id, month), now)
                     raise QuotaExceeded(
                         f"Not enough credits: {count} requested, {refused.remaining} left of the "
                         f"monthly generation limit of {refused.limit} ({refused.generation_count} used in "
@@ -304,7 +366,7 @@ class CreditsService:
                         month=month, generationCount=refused.generation_count, limit=refused.limit,
                         remaining=refused.remaining,
                     )
-                status = self._usage_status(quota, usage, now)
+                status = self._usage_status(stored_limit, usage, now)
                 if idempotency:
                     idempotency.complete(self.session, status)
         except QuotaExceeded:
@@ -313,7 +375,8 @@ class CreditsService:
         metrics.generations_consumed(count)
         return status
 
-    def _consume(self, client_id: str, month: str, count: int, stored_limit: int,
+    @staticmethod
+    def _consume(connection, client_id: str, month: str, count: int, stored_limit: int,
                  now: datetime) -> MonthUsage | None:
         """Insert or increment this month's record; None when the effective limit refuses it.
 
@@ -322,26 +385,18 @@ class CreditsService:
         month's row), so its limit is the stored one: a count above it inserts 0, which
         counts as refused, and the refusal's rollback takes the row away again.
         """
-        unlimited = stored_limit == UNLIMITED
-        first_count = count if unlimited or count <= stored_limit else 0
-        table = UsageRecord.__table__
-        statement = upsert(self.session)(table).values(
-            client_id=client_id, month=month, generation_count=first_count, granted=0,
-            created_at=now, updated_at=now,
-        )
-        fits = None if unlimited else table.c.generation_count + count <= stored_limit + table.c.granted
-        statement = statement.on_conflict_do_update(
-            index_elements=[table.c.client_id, table.c.month],
-            set_={"generation_count": table.c.generation_count + count, "updated_at": now},
-            where=fits,
-        ).returning(table.c.generation_count, table.c.granted)
-        row = self.session.execute(statement).first()
+        first_count = count if stored_limit == UNLIMITED or count <= stored_limit else 0
+        row = connection.execute(_consume_statement(connection.dialect.name), {
+            "client_id": client_id, "month": month, "first_count": first_count, "count": count,
+            "limit": stored_limit, "now": now,
+        }).first()
         return MonthUsage(*row) if row and row.generation_count else None
 
     def quota_status(self, client_id: str) -> QuotaStatus:
+        """One statement outside a transaction (read_connection)."""
         now = self.clock()
-        quota = self._quota(client_id)
-        usage = self._usage_status(quota, self._month_usage(client_id, month_of(now)), now)
+        row = self._quota_with_month(read_connection(self.session), client_id, month_of(now))
+        usage = self._usage_status(row.monthly_generation_limit, MonthUsage(row.generation_count, row.granted), now)
         used, limit, unlimited = usage.generation_count, usage.limit, usage.is_unlimited
         if unlimited:
             percent = 0.0
@@ -350,7 +405,7 @@ class CreditsService:
         else:
             percent = round(used * 100 / limit, 2)
         return QuotaStatus(
-            plan=quota.plan,
+            plan=row.plan,
             month=usage.month,
             generations_used=used,
             generations_limit=limit,

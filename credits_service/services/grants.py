@@ -7,16 +7,18 @@ quota row lock first and write their audit entry in the same transaction, throug
 steps CreditsService shares (lock, this month's usage row, audit entry).
 """
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .. import metrics
 from ..errors import Conflict, InvalidRequest, NotFound
-from ..models import CreditGrant, UsageRecord
+from ..models import CreditGrant, QuotaLimit, UsageRecord
 from ..months import iso_utc, month_named, month_number, month_of, month_start, next_month_start
 from ..plans import MAX_LIMIT, UNLIMITED, effective_limit, remaining
 from .audit import AuditTrail
@@ -83,6 +85,34 @@ class UsageHistory:
     items: list[UsageMonth]
 
 
+_quotas, _usage, _grants = QuotaLimit.__table__, UsageRecord.__table__, CreditGrant.__table__
+_RAISE_LIMIT = (
+    update(_quotas).where(_quotas.c.client_id == bindparam("quota_client"))
+    .values(monthly_generation_limit=_quotas.c.monthly_generation_limit + bindparam("amount"),
+            updated_at=bindparam("at", type_=_quotas.c.updated_at.type))
+)
+_INSERT_GRANT = insert(_grants).returning(_grants.c.id)
+_SUBTRACT_FROM_MONTH = (
+    update(_usage).where(_usage.c.client_id == bindparam("usage_client"), _usage.c.month == bindparam("usage_month"))
+    .values(granted=_usage.c.granted + bindparam("amount"), updated_at=bindparam("now", type_=_usage.c.updated_at.type))
+)
+
+
+@functools.cache
+def _add_to_month_statement(dialect: str):
+    """The month's usage row with amount added to its month-grants, created when missing."""
+    insert_for = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    amount = bindparam("amount", type_=_usage.c.granted.type)
+    now = bindparam("now", type_=_usage.c.updated_at.type)
+    return insert_for(_usage).values(
+        client_id=bindparam("client_id"), month=bindparam("month"), generation_count=0, granted=amount,
+        created_at=now, updated_at=now,
+    ).on_conflict_do_update(
+        index_elements=[_usage.c.client_id, _usage.c.month],
+        set_={"granted": _usage.c.granted + amount, "updated_at": now},
+    )
+
+
 def _expiry(month: str | None) -> datetime | None:
     """A month grant ends where its month does; a permanent one never."""
     return next_month_start(month_start(month)) if month else None
@@ -106,15 +136,15 @@ class GrantsService:
         """Add amount (negative for a void) to the month's live month-grants.
 
         A month grant for a month without usage creates the month's row, so consumption's
-        upsert always finds this month's grants in it.
+        upsert always finds this month's grants in it; a void finds the row its grant made.
         """
-        record = self.credits._usage_record(client_id, month)
-        if record is None:
-            record = UsageRecord(client_id=client_id, month=month, generation_count=0, granted=0,
-                                 created_at=now)
-            self.session.add(record)
-        record.granted += amount
-        record.updated_at = now
+        connection = self.session.connection()
+        if amount > 0:
+            connection.execute(_add_to_month_statement(connection.dialect.name),
+                               {"client_id": client_id, "month": month, "amount": amount, "now": now})
+        else:
+            connection.execute(_SUBTRACT_FROM_MONTH,
+                               {"usage_client": client_id, "usage_month": month, "amount": amount, "now": now})
 
     def grant_credits(self, actor: str, client_id: str, amount: int, scope: str = "permanent",
                       reason: str | None = None, idempotency: IdempotencyClaim | None = None) -> GrantResult:
@@ -122,15 +152,15 @@ class GrantsService:
         now = self.clock()
         month = month_of(now)
         with write_transaction(self.session):
-            quota = self.credits._quota(client_id, lock=True)
-            stored = quota.monthly_generation_limit
+            connection = self.session.connection()
+            locked = self.credits._quota_with_month(connection, client_id, month, lock=True)
+            stored = locked.monthly_generation_limit
             if stored == UNLIMITED:
                 raise Conflict(
                     f"Client {client_id!r} is unlimited (monthlyGenerationLimit -1); "
                     "granting credits would not add anything. Set a limit first if that is what you want."
                 )
-            usage = self.credits._month_usage(client_id, month)
-            previous = effective_limit(stored, usage.granted)
+            previous = effective_limit(stored, locked.granted)
             new_limit = previous + amount
             if new_limit > MAX_LIMIT:
                 raise InvalidRequest(
@@ -138,21 +168,20 @@ class GrantsService:
                     fields={"amount": [f"Must be at most {MAX_LIMIT - previous} for this client."]},
                 )
             if scope == "permanent":
-                quota.monthly_generation_limit = stored + amount
-                quota.updated_at = now
+                connection.execute(_RAISE_LIMIT, {"quota_client": client_id, "amount": amount, "at": now})
             else:
                 self._add_to_month(client_id, month, amount, now)
-            grant = CreditGrant(client_id=client_id, amount=amount, scope=scope,
-                                month=month if scope == "month" else None, reason=reason,
-                                admin_id=actor, created_at=now)
-            self.session.add(grant)
-            self.session.flush()
-            details = {"amount": amount, "reason": reason, "scope": scope, "grantId": grant.id}
-            if grant.month:
-                details["month"] = grant.month
+            grant_month = month if scope == "month" else None
+            grant_id = connection.execute(_INSERT_GRANT, {
+                "client_id": client_id, "amount": amount, "scope": scope, "month": grant_month,
+                "reason": reason, "admin_id": actor, "created_at": now,
+            }).scalar_one()
+            details = {"amount": amount, "reason": reason, "scope": scope, "grantId": grant_id}
+            if grant_month:
+                details["month"] = grant_month
             self.credits.audit.append(client_id, actor, "credit_grant", details, str(previous), str(new_limit), now)
-            used = usage.generation_count
-            result = GrantResult(grant.id, scope, grant.month, _expiry(grant.month), used, previous,
+            used = locked.generation_count
+            result = GrantResult(grant_id, scope, grant_month, _expiry(grant_month), used, previous,
                                  new_limit, remaining(new_limit, used))
             if idempotency:
                 idempotency.complete(self.session, result)

@@ -3,8 +3,11 @@
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+
+AUTOCOMMIT = "AUTOCOMMIT"
 
 
 @contextmanager
@@ -25,7 +28,7 @@ def write_transaction(session: Session) -> Iterator[None]:
         if session.get_transaction().is_active and _statements_read_latest(session):
             session.expire_all()
         else:
-            session.rollback()
+            session.rollback()  # on an autocommit connection (read_connection) this sends nothing
     if not session.in_transaction():
         session.begin()
         session.connection(execution_options={"sqlite_immediate": True})
@@ -39,7 +42,27 @@ def write_transaction(session: Session) -> Iterator[None]:
 
 def _statements_read_latest(session: Session) -> bool:
     connection = session.connection()
-    return connection.dialect.name != "sqlite" and connection.dialect.default_isolation_level == "READ COMMITTED"
+    return (_reads_latest_by_default(connection)
+            and connection.get_execution_options().get("isolation_level") != AUTOCOMMIT)
+
+
+def read_connection(session: Session) -> Connection:
+    """The connection for a read whose statements each need the latest committed data, no more.
+
+    On PostgreSQL under READ COMMITTED that is what every statement in a transaction gets
+    anyway, so the read runs outside one (autocommit): no BEGIN and no ROLLBACK round trips.
+    A transaction the session already has (a key check that asked the database) goes on as
+    it is; on SQLite the read is a transaction, as every read there is. A write_transaction
+    that follows ends the autocommit one and begins a real transaction.
+    """
+    if not session.in_transaction() and _reads_latest_by_default(session.get_bind()):
+        return session.connection(execution_options={"isolation_level": AUTOCOMMIT})
+    return session.connection()
+
+
+def _reads_latest_by_default(bind: Engine | Connection) -> bool:
+    dialect = bind.dialect
+    return dialect.name == "postgresql" and dialect.default_isolation_level == "READ COMMITTED"
 
 
 def snapshot_transaction(session: Session) -> None:
