@@ -22,7 +22,7 @@ from flask_migrate import upgrade
 
 from credits_service import create_app
 from credits_service.config import TestConfig
-from credits_service.extensions import db
+from credits_service.extensions import db, enable_migrations
 from credits_service.services.audit import GENESIS, canonical_entry, chain_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +73,7 @@ def main() -> None:
     dsn = SERVER.rsplit("/", 1)[0] + f"/{name}"
     try:
         app = create_app(type("Config", (TestConfig,), {"SQLALCHEMY_DATABASE_URI": dsn}))
+        enable_migrations(app)
         with app.app_context():
             upgrade()
             db.engine.dispose()

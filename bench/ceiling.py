@@ -22,34 +22,38 @@ _KEYS = AuditKeys.parse(os.environ["AUDIT_HMAC_KEYS"])
 AUDIT_KEY_ID, AUDIT_SECRET = _KEYS.signing_id, _KEYS.secrets[_KEYS.signing_id]
 
 # ==== The SQL, one tuple of statements per endpoint =============================================
-# Keep these in step with what the service runs for the same request (bench/README.md says how):
-# each tuple runs in one transaction, in order, and ends with COMMIT.
+# Keep these in step with what the service runs for the same request (bench/README.md says how).
+# The writes' tuples run in one transaction, in order, ending with COMMIT; the reads' run outside
+# a transaction (autocommit), as the service runs them on PostgreSQL.
 
 # GET /api/admin/clients/<id>/quota: the quota with this month's usage and month-grants, and
-# the 10 newest entries.
+# the 10 newest entries (the client range and order that keep the planner on the client's index).
 QUOTA_READ = (
-    """SELECT q.plan, q.monthly_generation_limit, q.storage_quota_mb, q.created_at, q.updated_at,
+    """SELECT q.client_id, q.plan, q.monthly_generation_limit, q.storage_quota_mb, q.updated_at,
               coalesce(u.generation_count, 0), coalesce(u.granted, 0)
        FROM quota_limits q
        LEFT JOIN usage_records u ON u.client_id = q.client_id AND u.month = %(month)s
        WHERE q.client_id = %(client_id)s""",
-    """SELECT id, seq, admin_id, action, details, previous_value, new_value, created_at, hash
-       FROM credit_audit_log WHERE client_id = %(client_id)s ORDER BY id DESC LIMIT 10""",
+    """SELECT id, client_id, admin_id, action, details, previous_value, new_value, created_at, seq,
+              previous_hash, hash, key_id
+       FROM credit_audit_log WHERE client_id >= %(client_id)s AND client_id <= %(client_id)s
+       ORDER BY client_id DESC, id DESC LIMIT 10""",
 )
 
-# POST /api/admin/clients/<id>/credits {"action": "grant"}: the locked raise, this month's
-# usage and month-grants for the answer, the ledger row, and the audit entry appended to the
-# client's chain (its head locked, read, advanced).
+# POST /api/admin/clients/<id>/credits {"action": "grant"}: the quota row lock, then (a statement
+# of its own, so it sees the newest usage row) the quota with this month's usage and month-grants,
+# the raise, the ledger row, and the audit entry appended to the
+# client's chain (its head locked and the entry's id taken, the entry, the head advanced).
 GRANT = (
+    "SELECT monthly_generation_limit FROM quota_limits WHERE client_id = %(client_id)s FOR UPDATE",
+    QUOTA_READ[0],
     """UPDATE quota_limits
        SET monthly_generation_limit = monthly_generation_limit + %(amount)s, updated_at = %(now)s
-       WHERE client_id = %(client_id)s AND monthly_generation_limit <> -1
-       RETURNING monthly_generation_limit - %(amount)s, monthly_generation_limit""",
-    """SELECT coalesce(max(generation_count), 0), coalesce(max(granted), 0) FROM usage_records
-       WHERE client_id = %(client_id)s AND month = %(month)s""",
+       WHERE client_id = %(client_id)s""",
     """INSERT INTO credit_grants (client_id, amount, scope, admin_id, created_at)
        VALUES (%(client_id)s, %(amount)s, 'permanent', %(admin_id)s, %(now)s) RETURNING id""",
-    "SELECT entry_count, hash, nextval('credit_audit_log_id_seq') FROM audit_heads WHERE client_id = %(client_id)s FOR UPDATE",
+    """SELECT entry_count, hash, nextval('credit_audit_log_id_seq') FROM audit_heads
+       WHERE client_id = %(client_id)s FOR UPDATE""",
     """INSERT INTO credit_audit_log (id, client_id, seq, admin_id, action, details, previous_value, new_value,
                                     created_at, previous_hash, hash, key_id)
        VALUES (%(id)s, %(client_id)s, %(seq)s, %(admin_id)s, 'credit_grant', %(details)s, %(previous)s, %(new)s,
@@ -70,13 +74,9 @@ CONSUME = (
        RETURNING generation_count, granted""",
 )
 
-# GET /api/clients/<id>/quota-status: the plan, the limit, this month's usage and month-grants.
-QUOTA_STATUS = (
-    """SELECT q.plan, q.monthly_generation_limit, coalesce(u.generation_count, 0), coalesce(u.granted, 0)
-       FROM quota_limits q
-       LEFT JOIN usage_records u ON u.client_id = q.client_id AND u.month = %(month)s
-       WHERE q.client_id = %(client_id)s""",
-)
+# GET /api/clients/<id>/quota-status: the same joined row as the quota read's first statement,
+# which is what the service reads for it.
+QUOTA_STATUS = QUOTA_READ[:1]
 # ================================================================================================
 
 app = Flask(__name__)
@@ -101,23 +101,36 @@ def remaining(limit: int, used: int) -> int | None:
     return None if limit == -1 else max(limit - used, 0)
 
 
+def reading() -> psycopg.Connection:
+    """The connection outside a transaction: each statement commits (reads nothing more) by itself."""
+    conn = connection()
+    conn.autocommit = True
+    return conn
+
+
+def writing() -> psycopg.Connection:
+    conn = connection()
+    conn.autocommit = False
+    return conn
+
+
 @app.get("/api/admin/clients/<client_id>/quota")
 def quota(client_id):
     params = {"client_id": client_id, "month": g.month}
-    conn = connection()
-    with conn.transaction():
-        plan, base, storage, created, updated, used, granted = conn.execute(QUOTA_READ[0], params).fetchone()
-        entries = conn.execute(QUOTA_READ[1], params).fetchall()
+    conn = reading()
+    _, plan, base, storage, updated, used, granted = conn.execute(QUOTA_READ[0], params).fetchone()
+    entries = conn.execute(QUOTA_READ[1], params).fetchall()
     limit = base if base == -1 else base + granted
     return jsonify(
-        quota={"clientId": client_id, "plan": plan, "monthlyGenerationLimit": limit,
-               "storageQuotaMb": storage, "createdAt": created.isoformat(), "updatedAt": updated.isoformat()},
+        quota={"clientId": client_id, "plan": plan, "monthlyGenerationLimit": base,
+               "storageQuotaMb": storage, "updatedAt": updated.isoformat()},
         usage={"month": g.month, "generationCount": used, "limit": limit, "baseLimit": base,
-               "grantedThisMonth": granted, "remaining": remaining(limit, used)},
+               "grantedThisMonth": granted, "remaining": remaining(limit, used), "isUnlimited": base == -1,
+               "resetDate": g.now.isoformat()},
         auditLog=[
-            {"id": id_, "seq": seq, "clientId": client_id, "adminId": admin, "action": action, "details": details,
+            {"id": id_, "seq": seq, "clientId": client, "adminId": admin, "action": action, "details": details,
              "previousValue": previous, "newValue": new, "createdAt": at.isoformat(), "hash": hash_}
-            for id_, seq, admin, action, details, previous, new, at, hash_ in entries
+            for id_, client, admin, action, details, previous, new, at, seq, _, hash_, _ in entries
         ],
     )
 
@@ -128,21 +141,22 @@ def grant(client_id):
     now = to_milliseconds(g.now)
     params = {"client_id": client_id, "month": g.month, "now": now, "amount": amount,
               "admin_id": "bench-admin", "key_id": AUDIT_KEY_ID}
-    conn = connection()
+    conn = writing()
     with conn.transaction():
-        stored_before, stored = conn.execute(GRANT[0], params).fetchone()
-        used, granted = conn.execute(GRANT[1], params).fetchone()
-        previous, new = stored_before + granted, stored + granted
-        grant_id = conn.execute(GRANT[2], params).fetchone()[0]
-        count, previous_hash, entry_id = conn.execute(GRANT[3], params).fetchone()
+        conn.execute(GRANT[0], params)
+        _, _, stored, _, _, used, granted = conn.execute(GRANT[1], params).fetchone()
+        previous, new = stored + granted, stored + granted + amount
+        conn.execute(GRANT[2], params)
+        grant_id = conn.execute(GRANT[3], params).fetchone()[0]
+        count, previous_hash, entry_id = conn.execute(GRANT[4], params).fetchone()
         details = {"amount": amount, "reason": None, "scope": "permanent", "grantId": grant_id}
         entry = {**params, "id": entry_id, "seq": count + 1, "previous": str(previous), "new": str(new),
                  "previous_hash": previous_hash, "details": Jsonb(details)}
         entry["hash"] = chain_hash(AUDIT_SECRET, previous_hash, canonical_entry(
             entry_id, client_id, count + 1, "bench-admin", "credit_grant", details, entry["previous"],
             entry["new"], now))
-        conn.execute(GRANT[4], entry)
         conn.execute(GRANT[5], entry)
+        conn.execute(GRANT[6], entry)
     return jsonify(action="grant", grantId=grant_id, scope="permanent", month=None, expiresAt=None,
                    currentUsage=used, previousLimit=previous, newLimit=new, remaining=remaining(new, used))
 
@@ -150,7 +164,7 @@ def grant(client_id):
 @app.post("/api/clients/<client_id>/usage")
 def consume(client_id):
     params = {"client_id": client_id, "month": g.month, "now": g.now, "count": request.get_json()["count"]}
-    conn = connection()
+    conn = writing()
     with conn.transaction():
         params["limit"] = conn.execute(CONSUME[0], params).fetchone()[0]
         used, granted = conn.execute(CONSUME[1], params).fetchone()
@@ -160,10 +174,8 @@ def consume(client_id):
 
 @app.get("/api/clients/<client_id>/quota-status")
 def quota_status(client_id):
-    conn = connection()
-    with conn.transaction():
-        plan, base, used, granted = conn.execute(
-            QUOTA_STATUS[0], {"client_id": client_id, "month": g.month}).fetchone()
+    _, plan, base, _, _, used, granted = reading().execute(
+        QUOTA_STATUS[0], {"client_id": client_id, "month": g.month}).fetchone()
     unlimited = base == -1
     limit = base if unlimited else base + granted
     return jsonify(

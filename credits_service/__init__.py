@@ -13,7 +13,7 @@ from . import metrics
 from .audit_keys import load_audit_keys
 from .config import Config
 from .errors import register_error_handlers
-from .extensions import db, limiter, migrate
+from .extensions import MigrationsGroup, db, limiter
 from .logs import configure_logging, register_access_log
 from .openapi import SchemaPlugin
 from .pool import ping_idle_connections
@@ -43,7 +43,7 @@ def create_app(config: type[Config] | None = None) -> Flask:
     _register_request_id(app)
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
+    app.cli.add_command(MigrationsGroup(app))
     with app.app_context():
         _tune_sqlite(app)
         if db.engine.dialect.name != "sqlite":

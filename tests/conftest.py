@@ -16,7 +16,7 @@ from sqlalchemy import make_url, text
 
 from credits_service import create_app
 from credits_service.config import TestConfig, utc_now
-from credits_service.extensions import db
+from credits_service.extensions import db, enable_migrations
 from credits_service.services.keys import ApiKeys
 
 BACKENDS = ["sqlite", "postgresql"] if os.environ.get("TEST_DATABASE_URL") else ["sqlite"]
@@ -58,6 +58,7 @@ def config_for(database_url: str, **overrides) -> type[TestConfig]:
 
 def migrated(database_url: str) -> None:
     app = create_app(config_for(database_url))
+    enable_migrations(app)
     with app.app_context():
         upgrade()
         db.engine.dispose()

@@ -57,3 +57,47 @@ def test_an_unknown_key_is_looked_up_every_time(api, acme, database_events):
         seen.clear()
         assert api.post(USAGE, key="cs_not-a-key").status_code == 401
         assert seen.count("SELECT") == 1
+
+
+@pytest.fixture
+def driver_modes(app):
+    """For every statement the service sends: (first word, whether the driver is in autocommit).
+
+    psycopg sends BEGIN before a statement only when autocommit is off, and COMMIT or ROLLBACK
+    only then, so autocommit on means the statement was the request's only round trip.
+    """
+    seen = []
+    with app.app_context():
+        engine = db.engine
+
+    def record(connection, _cursor, statement, *_):
+        seen.append((statement.split()[0], connection.connection.driver_connection.autocommit))
+
+    event.listen(engine, "before_cursor_execute", record)
+    yield engine, seen
+    event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.mark.parametrize("path", ["/api/clients/acme/quota-status", "/api/admin/clients/acme/quota"])
+def test_reads_run_outside_a_transaction_on_postgresql(api, app, acme, driver_modes, path):
+    engine, seen = driver_modes
+    if engine.dialect.name == "sqlite":
+        pytest.skip("on SQLite a read is a transaction")
+    key = "service" if "quota-status" in path else "read"
+    assert api.get(path, key=key).status_code == 200  # the key is checked (and cached) here
+    seen.clear()
+    assert api.get(path, key=key).status_code == 200
+    expected = 1 if "quota-status" in path else 2  # the joined quota row; then the newest entries
+    assert seen == [("SELECT", True)] * expected
+
+
+def test_a_write_after_an_autocommit_read_gets_a_real_transaction(app, acme, api):
+    """read_connection's autocommit must never leak into a write of the same session."""
+    from credits_service.services.transactions import read_connection, write_transaction
+
+    with app.app_context():
+        session = db.session()
+        read_connection(session).exec_driver_sql("SELECT 1")
+        with write_transaction(session):
+            assert session.connection().connection.driver_connection.autocommit is False
+        db.session.remove()

@@ -68,6 +68,9 @@ class Blueprint(SmorestBlueprint):
         return decorator
 
     def arguments(self, schema, *, location="json", **kwargs):
+        # One instance per route, made here: given the class, webargs would make one per request.
+        if isinstance(schema, type):
+            schema = schema()
         parse = super().arguments(schema, location=location, **kwargs)
         if location != "json":
             return parse

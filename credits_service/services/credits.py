@@ -130,7 +130,6 @@ _QUOTA_WITH_MONTH = (
                                                 _usage.c.month == bindparam("month"))))
     .where(_quotas.c.client_id == bindparam("client_id"))
 )
-_LOCK_QUOTA_WITH_MONTH = _QUOTA_WITH_MONTH.with_for_update(of=_quotas)
 _LOCK_LIMIT = (select(_quotas.c.monthly_generation_limit)
                .where(_quotas.c.client_id == bindparam("client_id")).with_for_update())
 _RECENT_ENTRIES = newest_first(AuditFilter(client_id=bindparam("client_id"))).limit(RECENT_AUDIT_ENTRIES)
@@ -266,10 +265,16 @@ class CreditsService:
 
     @staticmethod
     def _quota_with_month(connection: Connection, client_id: str, month: str, *, lock: bool = False) -> Row:
-        """The quota joined with the month's usage row: one statement, one round trip. With lock,
-        the quota row lock every writer takes first."""
-        statement = _LOCK_QUOTA_WITH_MONTH if lock else _QUOTA_WITH_MONTH
-        row = connection.execute(statement, {"client_id": client_id, "month": month}).first()
+        """The quota joined with the month's usage row, in one statement.
+
+        With lock, the quota row lock every writer takes first, then the read as a statement of
+        its own: under READ COMMITTED a statement that waited for a row lock sees the locked
+        row's newest version but the other rows of its join as they were when it began, and a
+        month grant changes the usage row, not the quota row.
+        """
+        if lock and connection.execute(_LOCK_LIMIT, {"client_id": client_id}).first() is None:
+            raise NotFound(f"There is no client with id {client_id!r}.")
+        row = connection.execute(_QUOTA_WITH_MONTH, {"client_id": client_id, "month": month}).first()
         if row is None:
             raise NotFound(f"There is no client with id {client_id!r}.")
         return row

@@ -13,7 +13,6 @@ user or password.
 import time
 from dataclasses import dataclass
 
-import redis
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -75,6 +74,8 @@ class HealthChecks:
     def _rate_limit_storage(self) -> Check:
         started = time.perf_counter()
         fatal = not self.rate_limit_errors_swallowed
+        import redis  # only where the rate-limit storage is Redis: the client is large
+
         try:
             with redis.Redis.from_url(
                 self.rate_limit_storage_uri,
