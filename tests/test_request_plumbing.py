@@ -96,6 +96,8 @@ def test_a_write_after_an_autocommit_read_gets_a_real_transaction(app, acme, api
     from credits_service.services.transactions import read_connection, write_transaction
 
     with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            pytest.skip("on SQLite a read is a transaction")
         session = db.session()
         read_connection(session).exec_driver_sql("SELECT 1")
         with write_transaction(session):
