@@ -37,6 +37,10 @@ class InvalidRequest(DomainError):
 class NotFound(DomainError):
     status = 404
 
+    @classmethod
+    def client(cls, client_id: str) -> "NotFound":
+        return cls(f"There is no client with id {client_id!r}.")
+
 
 class Conflict(DomainError):
     status = 409

@@ -87,7 +87,7 @@ class AuditLogReader:
                     action: str | None = None) -> AuditPage:
         """One client's entries; 404 for an unknown client."""
         if self.session.get(Client, client_id) is None:
-            raise NotFound(f"There is no client with id {client_id!r}.")
+            raise NotFound.client(client_id)
         query = newest_first(AuditFilter(client_id=client_id, actions=(action,) if action else ()), before)
         entries = self.session.scalars(query.limit(limit + 1).offset(offset)).all()
         more = len(entries) > limit

@@ -22,7 +22,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, Select, and_, bindparam, delete, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,7 +33,7 @@ from ..plans import DEFAULT_PLAN, PLAN_LIMITS, UNLIMITED, effective_limit, remai
 from .audit import AuditTrail
 from .audit_log import AuditFilter, newest_first
 from .idempotency import IdempotencyClaim
-from .transactions import read_connection, write_transaction
+from .transactions import read_connection, upsert_for, write_transaction
 
 log = logging.getLogger("credits_service.admin")
 
@@ -138,11 +137,10 @@ _RECENT_ENTRIES = newest_first(AuditFilter(client_id=bindparam("client_id"))).li
 @functools.cache
 def _consume_statement(dialect: str):
     """The consumption's upsert: the check against the effective limit is its WHERE."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     count = bindparam("count", type_=_usage.c.generation_count.type)
     limit = bindparam("limit", type_=_quotas.c.monthly_generation_limit.type)
     now = bindparam("now", type_=_usage.c.updated_at.type)
-    return insert(_usage).values(
+    return upsert_for(dialect)(_usage).values(
         client_id=bindparam("client_id"), month=bindparam("month"),
         generation_count=bindparam("first_count", type_=_usage.c.generation_count.type), granted=0,
         created_at=now, updated_at=now,
@@ -171,7 +169,7 @@ class CreditsService:
             query = query.with_for_update().execution_options(populate_existing=True)
         quota = self.session.scalar(query)
         if quota is None:
-            raise NotFound(f"There is no client with id {client_id!r}.")
+            raise NotFound.client(client_id)
         return quota
 
     def _usage_record(self, client_id: str, month: str) -> UsageRecord | None:
@@ -250,7 +248,7 @@ class CreditsService:
     def get_client(self, client_id: str) -> ClientView:
         row = self.session.execute(self._client_views().where(Client.id == client_id)).first()
         if row is None:
-            raise NotFound(f"There is no client with id {client_id!r}.")
+            raise NotFound.client(client_id)
         return ClientView(*row)
 
     def delete_client(self, actor: str, client_id: str) -> None:
@@ -264,6 +262,14 @@ class CreditsService:
     # ---- quota ---------------------------------------------------------------
 
     @staticmethod
+    def _lock_limit(connection: Connection, client_id: str) -> int:
+        """The quota row lock every writer takes first; returns the stored limit."""
+        stored_limit = connection.execute(_LOCK_LIMIT, {"client_id": client_id}).scalar()
+        if stored_limit is None:
+            raise NotFound.client(client_id)
+        return stored_limit
+
+    @staticmethod
     def _quota_with_month(connection: Connection, client_id: str, month: str, *, lock: bool = False) -> Row:
         """The quota joined with the month's usage row, in one statement.
 
@@ -272,11 +278,11 @@ class CreditsService:
         row's newest version but the other rows of its join as they were when it began, and a
         month grant changes the usage row, not the quota row.
         """
-        if lock and connection.execute(_LOCK_LIMIT, {"client_id": client_id}).first() is None:
-            raise NotFound(f"There is no client with id {client_id!r}.")
+        if lock:
+            CreditsService._lock_limit(connection, client_id)
         row = connection.execute(_QUOTA_WITH_MONTH, {"client_id": client_id, "month": month}).first()
         if row is None:
-            raise NotFound(f"There is no client with id {client_id!r}.")
+            raise NotFound.client(client_id)
         return row
 
     def quota_overview(self, client_id: str) -> QuotaOverview:
@@ -358,9 +364,7 @@ class CreditsService:
         try:
             with write_transaction(self.session):
                 connection = self.session.connection()
-                stored_limit = connection.execute(_LOCK_LIMIT, {"client_id": client_id}).scalar()
-                if stored_limit is None:
-                    raise NotFound(f"There is no client with id {client_id!r}.")
+                stored_limit = self._lock_limit(connection, client_id)
                 usage = self._consume(connection, client_id, month, count, stored_limit, now)
                 if usage is None:
                     refused = self._usage_status(stored_limit, self._month_usage(client_id, month), now)

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import bindparam, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .. import metrics
@@ -24,7 +23,7 @@ from ..plans import MAX_LIMIT, UNLIMITED, effective_limit, remaining
 from .audit import AuditTrail
 from .credits import CreditsService, Page
 from .idempotency import IdempotencyClaim
-from .transactions import write_transaction
+from .transactions import upsert_for, write_transaction
 
 # GET /usage without a range: this month and the 11 before it.
 DEFAULT_HISTORY_MONTHS = 12
@@ -101,10 +100,9 @@ _SUBTRACT_FROM_MONTH = (
 @functools.cache
 def _add_to_month_statement(dialect: str):
     """The month's usage row with amount added to its month-grants, created when missing."""
-    insert_for = postgresql.insert if dialect == "postgresql" else sqlite.insert
     amount = bindparam("amount", type_=_usage.c.granted.type)
     now = bindparam("now", type_=_usage.c.updated_at.type)
-    return insert_for(_usage).values(
+    return upsert_for(dialect)(_usage).values(
         client_id=bindparam("client_id"), month=bindparam("month"), generation_count=0, granted=amount,
         created_at=now, updated_at=now,
     ).on_conflict_do_update(

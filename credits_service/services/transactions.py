@@ -83,6 +83,10 @@ def snapshot_transaction(session: Session) -> None:
 
 
 def upsert(session: Session):
-    """The dialect's INSERT, which has on_conflict_do_nothing / on_conflict_do_update."""
-    dialect = session.get_bind().dialect.name
+    """The session's dialect's INSERT, which has on_conflict_do_nothing / on_conflict_do_update."""
+    return upsert_for(session.get_bind().dialect.name)
+
+
+def upsert_for(dialect: str):
+    """The INSERT with on_conflict_* of the dialect named (statements built once per dialect)."""
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
