@@ -62,16 +62,23 @@ GRANT = (
        WHERE client_id = %(client_id)s""",
 )
 
-# POST /api/clients/<id>/usage: the client's quota row lock, then the conditional upsert
-# against the stored limit plus this month's month-grants.
+# POST /api/clients/<id>/usage (no Idempotency-Key): one statement outside a transaction, the
+# client's quota row locked in a CTE, then the conditional upsert against the limit it locked
+# plus this month's month-grants (a new month's row only when the count fits the stored limit).
 CONSUME = (
-    "SELECT monthly_generation_limit FROM quota_limits WHERE client_id = %(client_id)s FOR UPDATE",
-    """INSERT INTO usage_records (client_id, month, generation_count, granted, created_at, updated_at)
-       VALUES (%(client_id)s, %(month)s, %(count)s, 0, %(now)s, %(now)s)
+    """WITH locked AS (SELECT monthly_generation_limit AS stored_limit FROM quota_limits
+                      WHERE client_id = %(client_id)s FOR UPDATE)
+       INSERT INTO usage_records (client_id, month, generation_count, granted, created_at, updated_at)
+       SELECT %(client_id)s::varchar, %(month)s::varchar, %(count)s::bigint, 0, %(now)s::timestamptz, %(now)s::timestamptz
+       FROM locked
+       WHERE locked.stored_limit = -1 OR %(count)s <= locked.stored_limit
+             OR EXISTS (SELECT existing.client_id FROM usage_records AS existing
+                        WHERE existing.client_id = %(client_id)s AND existing.month = %(month)s)
        ON CONFLICT (client_id, month) DO UPDATE
        SET generation_count = usage_records.generation_count + %(count)s, updated_at = %(now)s
-       WHERE %(limit)s = -1 OR usage_records.generation_count + %(count)s <= %(limit)s + usage_records.granted
-       RETURNING generation_count, granted""",
+       WHERE (SELECT stored_limit FROM locked) = -1
+             OR usage_records.generation_count + %(count)s <= (SELECT stored_limit FROM locked) + usage_records.granted
+       RETURNING generation_count, granted, (SELECT stored_limit FROM locked)""",
 )
 
 # GET /api/clients/<id>/quota-status: the same joined row as the quota read's first statement,
@@ -101,14 +108,14 @@ def remaining(limit: int, used: int) -> int | None:
     return None if limit == -1 else max(limit - used, 0)
 
 
-def reading() -> psycopg.Connection:
-    """The connection outside a transaction: each statement commits (reads nothing more) by itself."""
+def autocommit() -> psycopg.Connection:
+    """The connection outside a transaction: each statement commits by itself."""
     conn = connection()
     conn.autocommit = True
     return conn
 
 
-def writing() -> psycopg.Connection:
+def in_transaction() -> psycopg.Connection:
     conn = connection()
     conn.autocommit = False
     return conn
@@ -117,7 +124,7 @@ def writing() -> psycopg.Connection:
 @app.get("/api/admin/clients/<client_id>/quota")
 def quota(client_id):
     params = {"client_id": client_id, "month": g.month}
-    conn = reading()
+    conn = autocommit()
     _, plan, base, storage, updated, used, granted = conn.execute(QUOTA_READ[0], params).fetchone()
     entries = conn.execute(QUOTA_READ[1], params).fetchall()
     limit = base if base == -1 else base + granted
@@ -141,7 +148,7 @@ def grant(client_id):
     now = to_milliseconds(g.now)
     params = {"client_id": client_id, "month": g.month, "now": now, "amount": amount,
               "admin_id": "bench-admin", "key_id": AUDIT_KEY_ID}
-    conn = writing()
+    conn = in_transaction()
     with conn.transaction():
         conn.execute(GRANT[0], params)
         _, _, stored, _, _, used, granted = conn.execute(GRANT[1], params).fetchone()
@@ -164,17 +171,14 @@ def grant(client_id):
 @app.post("/api/clients/<client_id>/usage")
 def consume(client_id):
     params = {"client_id": client_id, "month": g.month, "now": g.now, "count": request.get_json()["count"]}
-    conn = writing()
-    with conn.transaction():
-        params["limit"] = conn.execute(CONSUME[0], params).fetchone()[0]
-        used, granted = conn.execute(CONSUME[1], params).fetchone()
-    limit = params["limit"] if params["limit"] == -1 else params["limit"] + granted
+    used, granted, stored = autocommit().execute(CONSUME[0], params).fetchone()
+    limit = stored if stored == -1 else stored + granted
     return jsonify(month=g.month, generationCount=used, limit=limit, remaining=remaining(limit, used))
 
 
 @app.get("/api/clients/<client_id>/quota-status")
 def quota_status(client_id):
-    _, plan, base, _, _, used, granted = reading().execute(
+    _, plan, base, _, _, used, granted = autocommit().execute(
         QUOTA_STATUS[0], {"client_id": client_id, "month": g.month}).fetchone()
     unlimited = base == -1
     limit = base if unlimited else base + granted

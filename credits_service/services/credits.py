@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, and_, bindparam, delete, func, or_, select
+from sqlalchemy import Connection, Row, Select, and_, bindparam, delete, func, literal, or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from .. import metrics
@@ -33,7 +34,7 @@ from ..plans import DEFAULT_PLAN, PLAN_LIMITS, UNLIMITED, effective_limit, remai
 from .audit import AuditTrail
 from .audit_log import AuditFilter, newest_first
 from .idempotency import IdempotencyClaim
-from .transactions import read_connection, upsert_for, write_transaction
+from .transactions import autocommit_connection, read_connection, upsert_for, write_transaction
 
 log = logging.getLogger("credits_service.admin")
 
@@ -149,6 +150,45 @@ def _consume_statement(dialect: str):
         set_={"generation_count": _usage.c.generation_count + count, "updated_at": now},
         where=or_(limit == UNLIMITED, _usage.c.generation_count + count <= limit + _usage.c.granted),
     ).returning(_usage.c.generation_count, _usage.c.granted)
+
+
+def _consume_at_once_statement():
+    """The consumption as one PostgreSQL statement, run outside a transaction: the quota row lock
+    (a CTE, FOR UPDATE), then the same conditional upsert against the limit it locked.
+
+    Under READ COMMITTED a row locked FOR UPDATE after a wait is its newest version, and ON
+    CONFLICT DO UPDATE checks its WHERE against the newest version of the usage row, so the
+    check sees every grant, reset and consumption committed before it, as the two-statement
+    form does. A new month's row is inserted only when the count fits the stored limit alone
+    (or a row exists): nothing is written for a refusal. No row back means refused, or no such
+    client, or a row that appeared meanwhile: the caller then asks again in a transaction.
+    """
+    count = bindparam("count", type_=_usage.c.generation_count.type)
+    now = bindparam("now", type_=_usage.c.updated_at.type)
+    client_id = bindparam("client_id", type_=_usage.c.client_id.type)
+    month = bindparam("month", type_=_usage.c.month.type)
+    locked = (select(_quotas.c.monthly_generation_limit.label("stored_limit"))
+              .where(_quotas.c.client_id == client_id).with_for_update().cte("locked"))
+    stored_limit = select(locked.c.stored_limit).scalar_subquery()
+    existing = _usage.alias("existing")
+    month_row_exists = select(existing.c.client_id).where(existing.c.client_id == client_id,
+                                                          existing.c.month == month).exists()
+    new_row = (select(client_id, month, count, literal(0), now, now).select_from(locked)
+               .where(or_(locked.c.stored_limit == UNLIMITED, count <= locked.c.stored_limit, month_row_exists)))
+    return (
+        postgresql.insert(_usage)
+        .from_select(["client_id", "month", "generation_count", "granted", "created_at", "updated_at"], new_row)
+        .on_conflict_do_update(
+            index_elements=[_usage.c.client_id, _usage.c.month],
+            set_={"generation_count": _usage.c.generation_count + count, "updated_at": now},
+            where=or_(stored_limit == UNLIMITED, _usage.c.generation_count + count <= stored_limit + _usage.c.granted),
+        )
+        .returning(_usage.c.generation_count, _usage.c.granted, stored_limit.label("stored_limit"))
+        .add_cte(locked)
+    )
+
+
+_CONSUME_AT_ONCE = _consume_at_once_statement()
 
 
 def _json_text(value: dict[str, Any]) -> str:
@@ -358,9 +398,17 @@ class CreditsService:
         """Add count generations to this month, all or nothing, never past the effective limit.
 
         The check and the increment are one upsert statement, run under the quota row lock.
+        On PostgreSQL a consumption without an Idempotency-Key is that lock and upsert as one
+        statement outside a transaction (_CONSUME_AT_ONCE); a refusal, an unknown client, a
+        keyed request and SQLite take the transaction below, which also words the refusal.
         """
         now = self.clock()
         month = month_of(now)
+        if idempotency is None:
+            status = self._consume_at_once(client_id, month, count, now)
+            if status is not None:
+                metrics.generations_consumed(count)
+                return status
         try:
             with write_transaction(self.session):
                 connection = self.session.connection()
@@ -383,6 +431,17 @@ class CreditsService:
             raise
         metrics.generations_consumed(count)
         return status
+
+    def _consume_at_once(self, client_id: str, month: str, count: int, now: datetime) -> UsageStatus | None:
+        """The consumption in one statement where the database allows it; None if not done."""
+        connection = autocommit_connection(self.session)
+        if connection is None:
+            return None
+        row = connection.execute(_CONSUME_AT_ONCE, {"client_id": client_id, "month": month, "count": count,
+                                                    "now": now}).first()
+        if row is None:
+            return None
+        return self._usage_status(row.stored_limit, MonthUsage(row.generation_count, row.granted), now)
 
     @staticmethod
     def _consume(connection, client_id: str, month: str, count: int, stored_limit: int,

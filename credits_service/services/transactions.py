@@ -55,9 +55,20 @@ def read_connection(session: Session) -> Connection:
     it is; on SQLite the read is a transaction, as every read there is. A write_transaction
     that follows ends the autocommit one and begins a real transaction.
     """
+    return autocommit_connection(session) or session.connection()
+
+
+def autocommit_connection(session: Session) -> Connection | None:
+    """The session's connection outside a transaction, where one statement is one transaction;
+    None where that is not how this database is used (SQLite, another isolation level) or the
+    session already has a transaction going.
+
+    For a write that is one statement: it commits by itself, all of it or nothing, with the
+    locks it takes held only while it runs.
+    """
     if not session.in_transaction() and _reads_latest_by_default(session.get_bind()):
         return session.connection(execution_options={"isolation_level": AUTOCOMMIT})
-    return session.connection()
+    return None
 
 
 def _reads_latest_by_default(bind: Engine | Connection) -> bool:
