@@ -78,7 +78,6 @@ def create_app(config: type[Config] | None = None) -> Flask:
     app.cli.add_command(keys_cli)
     app.cli.add_command(audit_cli)
     app.cli.add_command(idempotency_cli)
-    app.cli.add_command(audit_cli)
     return app
 
 

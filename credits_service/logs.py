@@ -53,6 +53,8 @@ def register_access_log(app: Flask) -> None:
 
     @app.after_request
     def _log_access(response):
+        if not access_log.isEnabledFor(logging.INFO):  # LOG_LEVEL=WARNING and above: no access lines
+            return response
         # The rule's template, never the raw path: no client ids, no secrets pasted into a URL.
         route = request.url_rule.rule if request.url_rule else None
         principal = g.get("principal")

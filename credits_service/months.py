@@ -11,7 +11,8 @@ def as_utc(moment: datetime) -> datetime:
 
 def month_of(moment: datetime) -> str:
     """The usage month (YYYY-MM) that holds this instant."""
-    return as_utc(moment).strftime("%Y-%m")
+    utc = as_utc(moment)
+    return f"{utc.year:04d}-{utc.month:02d}"
 
 
 def next_month_start(moment: datetime) -> datetime:
