@@ -4,6 +4,7 @@
 #   bench/run.sh               the four hot endpoints beside the raw-psycopg ceiling
 #   bench/run.sh audit-scale   the audit log at 1,000 and at 1,000,000 entries
 #   bench/run.sh profile       py-spy on the gunicorn workers under load
+#   bench/run.sh floor         the platform routes: service, framework floor, raw ceiling
 # Settings (environment): DURATION (s per leg, 10), WORKERS (4), CONNECTIONS (16), CLIENTS (1000),
 # LABEL (names the result files, "latest").
 set -euo pipefail
@@ -16,5 +17,6 @@ case "${1:-endpoints}" in
     endpoints) exec .venv/bin/python bench/endpoints.py ;;
     audit-scale) exec .venv/bin/python bench/audit_scale.py ;;
     profile) exec .venv/bin/python bench/profile.py ;;
-    *) echo "usage: bench/run.sh [endpoints|audit-scale|profile]" >&2; exit 2 ;;
+    floor) exec .venv/bin/python bench/floor_compare.py ;;
+    *) echo "usage: bench/run.sh [endpoints|audit-scale|profile|floor]" >&2; exit 2 ;;
 esac
