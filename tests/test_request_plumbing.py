@@ -1,8 +1,11 @@
 """The hot path's plumbing: the key check and the work share one connection and one transaction,
 and a key found valid is not looked up again for a moment (revocation: tests/integration)."""
 
+import threading
+import time
+
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from conftest import make_key
 from credits_service.extensions import db
@@ -146,3 +149,57 @@ def test_a_refused_consumption_is_worded_in_a_transaction_and_writes_nothing(api
     assert seen[0] == ("WITH", True) and [mode for _, mode in seen[1:]] == [False] * (len(seen) - 1)
     history = api.get("/api/admin/clients/acme/usage", key="read").get_json()
     assert history["items"] == []  # no month row made by the refusal
+
+
+def test_a_month_grant_lets_a_new_months_count_past_the_stored_limit_in_one_statement(api, acme, driver_modes):
+    engine, seen = driver_modes
+    if engine.dialect.name == "sqlite":
+        pytest.skip("on SQLite a consumption is an IMMEDIATE transaction")
+    assert api.put("/api/admin/clients/acme/quota", json={"monthlyGenerationLimit": 4},
+                   key="write").status_code == 200
+    assert api.post("/api/admin/clients/acme/credits", json={"action": "grant", "amount": 6, "scope": "month"},
+                    key="write").status_code == 200
+    assert api.get("/api/clients/acme/quota-status", key="service").status_code == 200  # caches the key
+    seen.clear()
+    response = api.post(USAGE, json={"count": 9}, key="service")  # above 4, within 4 + 6
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json() == {"month": response.get_json()["month"], "generationCount": 9, "limit": 10,
+                                   "remaining": 1}
+    assert seen == [("WITH", True)]  # the month's row (made by the grant) let the one statement count it
+
+
+@pytest.mark.parametrize("new_limit, expected_status", [(2, 402), (10, 200)])
+def test_a_consumption_waits_for_a_limit_change_in_progress_and_counts_against_it(
+        api, app, acme, driver_modes, new_limit, expected_status):
+    """Another writer holds the quota row lock and changes the limit; the one statement must wait
+    for its commit and check against the new limit, not the one its snapshot saw."""
+    engine, seen = driver_modes
+    if engine.dialect.name == "sqlite":
+        pytest.skip("on SQLite a consumption is an IMMEDIATE transaction")
+    assert api.put("/api/admin/clients/acme/quota", json={"monthlyGenerationLimit": 12 - new_limit},
+                   key="write").status_code == 200  # 10 before a lowering to 2, 2 before a raise to 10
+    assert api.get("/api/clients/acme/quota-status", key="service").status_code == 200  # caches the key
+    writer = engine.connect()
+    try:
+        writer.execute(text("SELECT 1 FROM quota_limits WHERE client_id = 'acme' FOR UPDATE"))
+        writer.execute(text("UPDATE quota_limits SET monthly_generation_limit = :limit WHERE client_id = 'acme'"),
+                       {"limit": new_limit})
+        commit = threading.Timer(0.5, writer.commit)
+        seen.clear()
+        started = time.monotonic()
+        commit.start()
+        response = api.post(USAGE, json={"count": 5}, key="service")
+        waited = time.monotonic() - started
+        commit.join()
+    finally:
+        writer.close()
+    assert waited >= 0.4  # it waited for the lock
+    assert response.status_code == expected_status, response.get_json()
+    assert seen[0] == ("WITH", True)
+    if expected_status == 200:
+        assert response.get_json()["limit"] == 10
+        assert seen == [("WITH", True)]  # counted by the one statement, against the limit it locked
+    else:
+        assert response.get_json()["limit"] == 2
+        status = api.get("/api/clients/acme/quota-status", key="service").get_json()
+        assert status["generationsUsed"] == 0
