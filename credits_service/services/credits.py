@@ -135,6 +135,16 @@ _LOCK_LIMIT = (select(_quotas.c.monthly_generation_limit)
 _RECENT_ENTRIES = newest_first(AuditFilter(client_id=bindparam("client_id"))).limit(RECENT_AUDIT_ENTRIES)
 
 
+def _count_within(limit, count, now) -> dict[str, Any]:
+    """ON CONFLICT DO UPDATE for both consumption statements: add count to the month's row
+    only while it stays within limit (the stored one) plus the row's month-grants."""
+    return {
+        "index_elements": [_usage.c.client_id, _usage.c.month],
+        "set_": {"generation_count": _usage.c.generation_count + count, "updated_at": now},
+        "where": or_(limit == UNLIMITED, _usage.c.generation_count + count <= limit + _usage.c.granted),
+    }
+
+
 @functools.cache
 def _consume_statement(dialect: str):
     """The consumption's upsert: the check against the effective limit is its WHERE."""
@@ -145,11 +155,7 @@ def _consume_statement(dialect: str):
         client_id=bindparam("client_id"), month=bindparam("month"),
         generation_count=bindparam("first_count", type_=_usage.c.generation_count.type), granted=0,
         created_at=now, updated_at=now,
-    ).on_conflict_do_update(
-        index_elements=[_usage.c.client_id, _usage.c.month],
-        set_={"generation_count": _usage.c.generation_count + count, "updated_at": now},
-        where=or_(limit == UNLIMITED, _usage.c.generation_count + count <= limit + _usage.c.granted),
-    ).returning(_usage.c.generation_count, _usage.c.granted)
+    ).on_conflict_do_update(**_count_within(limit, count, now)).returning(_usage.c.generation_count, _usage.c.granted)
 
 
 def _consume_at_once_statement():
@@ -178,11 +184,7 @@ def _consume_at_once_statement():
     return (
         postgresql.insert(_usage)
         .from_select(["client_id", "month", "generation_count", "granted", "created_at", "updated_at"], new_row)
-        .on_conflict_do_update(
-            index_elements=[_usage.c.client_id, _usage.c.month],
-            set_={"generation_count": _usage.c.generation_count + count, "updated_at": now},
-            where=or_(stored_limit == UNLIMITED, _usage.c.generation_count + count <= stored_limit + _usage.c.granted),
-        )
+        .on_conflict_do_update(**_count_within(stored_limit, count, now))
         .returning(_usage.c.generation_count, _usage.c.granted, stored_limit.label("stored_limit"))
         .add_cte(locked)
     )
@@ -234,6 +236,11 @@ class CreditsService:
             is_unlimited=limit == UNLIMITED,
             reset_date=next_month_start(now),
         )
+
+    @classmethod
+    def _month_status(cls, row: Row, now: datetime) -> UsageStatus:
+        """The usage status of a _QUOTA_WITH_MONTH row."""
+        return cls._usage_status(row.monthly_generation_limit, MonthUsage(row.generation_count, row.granted), now)
 
     def _page(self, query: Select, limit: int, offset: int, item: Callable[[Row], Any]) -> Page:
         """One page, asking for one row more to know whether another page follows."""
@@ -332,8 +339,7 @@ class CreditsService:
         row = self._quota_with_month(connection, client_id, month_of(now))
         recent = [entry._mapping for entry in connection.execute(_RECENT_ENTRIES, {"client_id": client_id})]
         quota = QuotaView(row.client_id, row.plan, row.monthly_generation_limit, row.storage_quota_mb, row.updated_at)
-        usage = self._usage_status(row.monthly_generation_limit, MonthUsage(row.generation_count, row.granted), now)
-        return QuotaOverview(quota, usage, recent)
+        return QuotaOverview(quota, self._month_status(row, now), recent)
 
     def update_quota(self, actor: str, client_id: str, *, plan: str | None = None,
                      monthly_generation_limit: int | None = None,
@@ -464,7 +470,7 @@ class CreditsService:
         """One statement outside a transaction (read_connection)."""
         now = self.clock()
         row = self._quota_with_month(read_connection(self.session), client_id, month_of(now))
-        usage = self._usage_status(row.monthly_generation_limit, MonthUsage(row.generation_count, row.granted), now)
+        usage = self._month_status(row, now)
         used, limit, unlimited = usage.generation_count, usage.limit, usage.is_unlimited
         if unlimited:
             percent = 0.0

@@ -28,7 +28,7 @@ def write_transaction(session: Session) -> Iterator[None]:
         if session.get_transaction().is_active and _statements_read_latest(session):
             session.expire_all()
         else:
-            session.rollback()  # on an autocommit connection (read_connection) this sends nothing
+            session.rollback()  # on an autocommit connection (autocommit_connection) this sends nothing
     if not session.in_transaction():
         session.begin()
         session.connection(execution_options={"sqlite_immediate": True})
