@@ -40,25 +40,30 @@ QUOTA_READ = (
        ORDER BY client_id DESC, id DESC LIMIT 10""",
 )
 
-# POST /api/admin/clients/<id>/credits {"action": "grant"}: the quota row lock, then (a statement
-# of its own, so it sees the newest usage row) the quota with this month's usage and month-grants,
-# the raise, the ledger row, and the audit entry appended to the
-# client's chain (its head locked and the entry's id taken, the entry, the head advanced).
+# POST /api/admin/clients/<id>/credits {"action": "grant"}: the quota row lock; then (a statement
+# of its own, so it sees the newest usage row) the audit head locked with the entry's id, this
+# month's usage and month-grants, and the grant's id; then the raise, the ledger row, the audit
+# entry and the head's advance as one statement.
 GRANT = (
     "SELECT monthly_generation_limit FROM quota_limits WHERE client_id = %(client_id)s FOR UPDATE",
-    QUOTA_READ[0],
-    """UPDATE quota_limits
-       SET monthly_generation_limit = monthly_generation_limit + %(amount)s, updated_at = %(now)s
-       WHERE client_id = %(client_id)s""",
-    """INSERT INTO credit_grants (client_id, amount, scope, admin_id, created_at)
-       VALUES (%(client_id)s, %(amount)s, 'permanent', %(admin_id)s, %(now)s) RETURNING id""",
-    """SELECT entry_count, hash, nextval('credit_audit_log_id_seq') FROM audit_heads
-       WHERE client_id = %(client_id)s FOR UPDATE""",
-    """INSERT INTO credit_audit_log (id, client_id, seq, admin_id, action, details, previous_value, new_value,
-                                    created_at, previous_hash, hash, key_id)
-       VALUES (%(id)s, %(client_id)s, %(seq)s, %(admin_id)s, 'credit_grant', %(details)s, %(previous)s, %(new)s,
-               %(now)s, %(previous_hash)s, %(hash)s, %(key_id)s)""",
-    """UPDATE audit_heads SET entry_count = %(seq)s, last_entry_id = %(id)s, hash = %(hash)s, updated_at = %(now)s
+    """SELECT h.entry_count, h.hash, nextval('credit_audit_log_id_seq'),
+              coalesce(u.generation_count, 0), coalesce(u.granted, 0), nextval('credit_grants_id_seq')
+       FROM audit_heads h
+       LEFT JOIN usage_records u ON u.client_id = h.client_id AND u.month = %(month)s
+       WHERE h.client_id = %(client_id)s FOR UPDATE OF h""",
+    """WITH raised AS (
+           UPDATE quota_limits
+           SET monthly_generation_limit = monthly_generation_limit + %(amount)s, updated_at = %(now)s
+           WHERE client_id = %(client_id)s),
+       ledger AS (
+           INSERT INTO credit_grants (id, client_id, amount, scope, admin_id, created_at)
+           VALUES (%(grant_id)s, %(client_id)s, %(amount)s, 'permanent', %(admin_id)s, %(now)s)),
+       entry AS (
+           INSERT INTO credit_audit_log (id, client_id, seq, admin_id, action, details, previous_value,
+                                         new_value, created_at, previous_hash, hash, key_id)
+           VALUES (%(id)s, %(client_id)s, %(seq)s, %(admin_id)s, 'credit_grant', %(details)s, %(previous)s,
+                   %(new)s, %(now)s, %(previous_hash)s, %(hash)s, %(key_id)s))
+       UPDATE audit_heads SET entry_count = %(seq)s, last_entry_id = %(id)s, hash = %(hash)s, updated_at = %(now)s
        WHERE client_id = %(client_id)s""",
 )
 
@@ -150,20 +155,16 @@ def grant(client_id):
               "admin_id": "bench-admin", "key_id": AUDIT_KEY_ID}
     conn = in_transaction()
     with conn.transaction():
-        conn.execute(GRANT[0], params)
-        _, _, stored, _, _, used, granted = conn.execute(GRANT[1], params).fetchone()
+        stored = conn.execute(GRANT[0], params).fetchone()[0]
+        count, previous_hash, entry_id, used, granted, grant_id = conn.execute(GRANT[1], params).fetchone()
         previous, new = stored + granted, stored + granted + amount
-        conn.execute(GRANT[2], params)
-        grant_id = conn.execute(GRANT[3], params).fetchone()[0]
-        count, previous_hash, entry_id = conn.execute(GRANT[4], params).fetchone()
         details = {"amount": amount, "reason": None, "scope": "permanent", "grantId": grant_id}
-        entry = {**params, "id": entry_id, "seq": count + 1, "previous": str(previous), "new": str(new),
-                 "previous_hash": previous_hash, "details": Jsonb(details)}
+        entry = {**params, "id": entry_id, "grant_id": grant_id, "seq": count + 1, "previous": str(previous),
+                 "new": str(new), "previous_hash": previous_hash, "details": Jsonb(details)}
         entry["hash"] = chain_hash(AUDIT_SECRET, previous_hash, canonical_entry(
             entry_id, client_id, count + 1, "bench-admin", "credit_grant", details, entry["previous"],
             entry["new"], now))
-        conn.execute(GRANT[5], entry)
-        conn.execute(GRANT[6], entry)
+        conn.execute(GRANT[2], entry)
     return jsonify(action="grant", grantId=grant_id, scope="permanent", month=None, expiresAt=None,
                    currentUsage=used, previousLimit=previous, newLimit=new, remaining=remaining(new, used))
 

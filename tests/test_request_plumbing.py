@@ -203,3 +203,55 @@ def test_a_consumption_waits_for_a_limit_change_in_progress_and_counts_against_i
         assert response.get_json()["limit"] == 2
         status = api.get("/api/clients/acme/quota-status", key="service").get_json()
         assert status["generationsUsed"] == 0
+
+
+def test_a_grant_is_three_statements_in_one_transaction_on_postgresql(api, acme, database_events, statements):
+    engine, seen = database_events
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite has no data-modifying CTEs: a grant's writes are statements of their own there")
+    assert api.get("/api/admin/clients/acme/quota", key="write").status_code == 200  # caches the key
+    seen.clear()
+    statements.clear()
+    response = api.post("/api/admin/clients/acme/credits", json={"action": "grant", "amount": 7}, key="write")
+    assert response.status_code == 200, response.get_json()
+    # The quota row lock; the head, usage and ids under it; the raise, ledger row, entry and head's advance.
+    assert seen == ["checkout", "begin", "SELECT", "SELECT", "WITH", "commit"]
+    assert all(table in statements[-1] for table in ("quota_limits", "credit_grants", "credit_audit_log",
+                                                     "audit_heads"))
+    body = response.get_json()
+    assert (body["previousLimit"], body["newLimit"]) == (100, 107)
+    ledger = api.get("/api/admin/clients/acme/grants", key="read").get_json()["items"]
+    assert [(grant["id"], grant["amount"]) for grant in ledger] == [(body["grantId"], 7)]
+    entry = api.get("/api/admin/clients/acme/audit-log", key="read").get_json()["items"][0]
+    assert (entry["action"], entry["details"]["grantId"], entry["newValue"]) == ("credit_grant", body["grantId"], "107")
+
+
+@pytest.mark.parametrize("scope", ["permanent", "month"])
+def test_a_grant_waits_for_a_usage_change_in_progress_and_reports_it(api, app, acme, scope):
+    """Another writer holds the quota row lock and changes this month's usage row; the grant must
+    read the usage and month-grants as that writer left them, not as they were when it began."""
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite's write transactions are serial: nothing is in progress beside one")
+    month = api.get("/api/clients/acme/quota-status", key="service").get_json()["month"]
+    writer = engine.connect()
+    try:
+        writer.execute(text("SELECT 1 FROM quota_limits WHERE client_id = 'acme' FOR UPDATE"))
+        writer.execute(text("INSERT INTO usage_records (client_id, month, generation_count, granted, created_at, "
+                            "updated_at) VALUES ('acme', :month, 30, 20, now(), now())"), {"month": month})
+        commit = threading.Timer(0.5, writer.commit)
+        started = time.monotonic()
+        commit.start()
+        response = api.post("/api/admin/clients/acme/credits",
+                            json={"action": "grant", "amount": 5, "scope": scope}, key="write")
+        waited = time.monotonic() - started
+        commit.join()
+    finally:
+        writer.close()
+    assert waited >= 0.4  # it waited for the lock
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert (body["currentUsage"], body["previousLimit"], body["newLimit"], body["remaining"]) == (30, 120, 125, 95)
+    status = api.get("/api/clients/acme/quota-status", key="service").get_json()
+    assert (status["generationsUsed"], status["generationsLimit"]) == (30, 125)

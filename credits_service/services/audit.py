@@ -11,17 +11,17 @@ import functools
 import hmac
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Sequence, Text, bindparam, cast, func, insert, select, update
+from sqlalchemy import Executable, Select, Text, Update, bindparam, cast, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..models import AuditHead, Client, CreditAuditLog
 from ..months import iso_utc
-from .transactions import snapshot_transaction
+from .transactions import next_id, snapshot_transaction
 
 # The "previous hash" of a client's first entry.
 GENESIS = "0" * 64
@@ -88,6 +88,16 @@ def canonical_entry(entry_id: int, client_id: str, seq: int, admin_id: str, acti
     ).encode("ascii")
 
 
+def _merged(parameter_sets: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parameters of statements run as one; a name two of them give different values is a bug."""
+    merged: dict[str, Any] = {}
+    for parameters in parameter_sets:
+        for name, value in parameters.items():
+            if merged.setdefault(name, value) != value:
+                raise ValueError(f"parameter {name!r} has two values in one statement")
+    return merged
+
+
 def chain_hash(secret: bytes, previous_hash: str, canonical: bytes) -> str:
     # UTF-8 equals ASCII for a hex hash; it also takes whatever a tampered row holds.
     return hmac.digest(secret, previous_hash.encode("utf-8") + canonical, "sha256").hex()
@@ -143,24 +153,33 @@ class Verification:
 
 
 _heads, _entries = AuditHead.__table__, CreditAuditLog.__table__
-_INSERT_ENTRY = insert(_entries)
+_ENTRY_COLUMNS = ("id", "client_id", "seq", "admin_id", "action", "details", "previous_value", "new_value",
+                  "created_at", "previous_hash", "hash", "key_id")
+# Parameters named entry_<column>, apart from every other write's (see AuditTrail.append).
+_INSERT_ENTRY = insert(_entries).values(
+    {name: bindparam(f"entry_{name}", type_=_entries.c[name].type) for name in _ENTRY_COLUMNS})
 _ADVANCE_HEAD = (
-    update(_heads).where(_heads.c.client_id == bindparam("head_client"))
-    .values(entry_count=bindparam("new_count"), last_entry_id=bindparam("entry_id"), hash=bindparam("entry_hash"),
-            updated_at=bindparam("at", type_=_heads.c.updated_at.type))
+    update(_heads).where(_heads.c.client_id == bindparam("entry_client_id"))
+    .values(entry_count=bindparam("entry_seq"), last_entry_id=bindparam("entry_id"), hash=bindparam("entry_hash"),
+            updated_at=bindparam("entry_created_at", type_=_heads.c.updated_at.type))
 )
 
 
 @functools.cache
-def _head_statement(dialect: str) -> Select:
+def locked_head(dialect: str) -> Select:
     """The head, locked, with the id the next entry gets: PostgreSQL's sequence, or (SQLite, whose
-    write transactions are serial) one past the largest id."""
-    if dialect == "postgresql":
-        next_id = Sequence("credit_audit_log_id_seq").next_value()
-    else:
-        next_id = select(func.coalesce(func.max(_entries.c.id), 0) + 1).scalar_subquery()
-    return (select(_heads.c.entry_count, _heads.c.hash, next_id)
-            .where(_heads.c.client_id == bindparam("head_client")).with_for_update())
+    write transactions are serial) one past the largest id. A caller may add columns and outer
+    joins to read more in the same statement: only the head's row is locked."""
+    return (select(_heads.c.entry_count, _heads.c.hash, next_id(dialect, _entries))
+            .where(_heads.c.client_id == bindparam("head_client")).with_for_update(of=_heads))
+
+
+@functools.cache
+def _appending(writes: tuple[Executable, ...]) -> Update:
+    """The writes, the entry and the head's advance as one PostgreSQL statement (data-modifying
+    CTEs). The head's trigger runs after the statement, so it sees the entry it checks."""
+    return _ADVANCE_HEAD.add_cte(*(write.cte(f"write_{i}") for i, write in enumerate(writes)),
+                                 _INSERT_ENTRY.cte("entry"))
 
 
 class AuditTrail:
@@ -176,31 +195,46 @@ class AuditTrail:
                                    hash=GENESIS, updated_at=to_milliseconds(now)))
 
     def append(self, client_id: str, actor: str, action: str, details: dict[str, Any],
-               previous_value: str | None, new_value: str | None, now: datetime) -> int:
+               previous_value: str | None, new_value: str | None, now: datetime, *,
+               head: Sequence | None = None, writes: Iterable[tuple[Executable, dict[str, Any]]] = ()) -> int:
         """Add an entry at the end of the client's chain and advance its head; returns its id.
 
-        The head row is locked, so appends to one client are serial even for a caller that
-        forgot the quota lock. The id is taken before the INSERT (with the lock, in the same
-        statement) because the hash covers it and the row can never be updated afterwards.
-        Core statements on the transaction's connection: three round trips on PostgreSQL.
+        The head row is locked (locked_head), so appends to one client are serial even for a
+        caller that forgot the quota lock; a caller that read it already, in a statement of its
+        own built on locked_head, passes that row as head. The id is taken with the lock because
+        the hash covers it and the row can never be updated afterwards.
+
+        writes are the change's own statements with their parameters. On PostgreSQL they run
+        with the entry and the head's advance as one statement (one round trip); elsewhere one
+        after the other, in the caller's transaction either way.
         """
         connection = self.session.connection()
-        head = connection.execute(_head_statement(connection.dialect.name), {"head_client": client_id}).first()
-        if head is None:  # every client gets one when created: its chain has been tampered with
-            raise RuntimeError(f"client {client_id!r} has no audit head")
-        entry_count, previous_hash, entry_id = head
+        dialect = connection.dialect.name
+        if head is None:
+            head = connection.execute(locked_head(dialect), {"head_client": client_id}).first()
+            if head is None:  # every client gets one when created: its chain has been tampered with
+                raise RuntimeError(f"client {client_id!r} has no audit head")
+        entry_count, previous_hash, entry_id = head[:3]
         created_at = to_milliseconds(now)
         seq = entry_count + 1
         key_id = self.keys.signing_id
         entry_hash = chain_hash(self.keys.secrets[key_id], previous_hash, canonical_entry(
             entry_id, client_id, seq, actor, action, details, previous_value, new_value, created_at))
-        connection.execute(_INSERT_ENTRY, {
-            "id": entry_id, "client_id": client_id, "seq": seq, "admin_id": actor, "action": action,
-            "details": details, "previous_value": previous_value, "new_value": new_value,
-            "created_at": created_at, "previous_hash": previous_hash, "hash": entry_hash, "key_id": key_id,
-        })
-        connection.execute(_ADVANCE_HEAD, {"head_client": client_id, "new_count": seq, "entry_id": entry_id,
-                                           "entry_hash": entry_hash, "at": created_at})
+        entry = {
+            "entry_id": entry_id, "entry_client_id": client_id, "entry_seq": seq, "entry_admin_id": actor,
+            "entry_action": action, "entry_details": details, "entry_previous_value": previous_value,
+            "entry_new_value": new_value, "entry_created_at": created_at, "entry_previous_hash": previous_hash,
+            "entry_hash": entry_hash, "entry_key_id": key_id,
+        }
+        writes = tuple(writes)
+        if dialect == "postgresql":
+            connection.execute(_appending(tuple(statement for statement, _ in writes)),
+                               _merged([*(parameters for _, parameters in writes), entry]))
+        else:
+            for statement, parameters in writes:
+                connection.execute(statement, parameters)
+            connection.execute(_INSERT_ENTRY, entry)
+            connection.execute(_ADVANCE_HEAD, entry)
         return entry_id
 
     # ---- reading -------------------------------------------------------------

@@ -12,18 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import Select, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from .. import metrics
 from ..errors import Conflict, InvalidRequest, NotFound
-from ..models import CreditGrant, QuotaLimit, UsageRecord
+from ..models import AuditHead, CreditGrant, QuotaLimit, UsageRecord
 from ..months import iso_utc, month_named, month_number, month_of, month_start, next_month_start
 from ..plans import MAX_LIMIT, UNLIMITED, effective_limit, remaining
-from .audit import AuditTrail
+from .audit import AuditTrail, locked_head
 from .credits import CreditsService, Page
 from .idempotency import IdempotencyClaim
-from .transactions import upsert_for, write_transaction
+from .transactions import next_id, upsert_for, write_transaction
 
 # GET /usage without a range: this month and the 11 before it.
 DEFAULT_HISTORY_MONTHS = 12
@@ -84,13 +84,20 @@ class UsageHistory:
     items: list[UsageMonth]
 
 
-_quotas, _usage, _grants = QuotaLimit.__table__, UsageRecord.__table__, CreditGrant.__table__
+_quotas, _usage, _grants, _heads = (QuotaLimit.__table__, UsageRecord.__table__, CreditGrant.__table__,
+                                    AuditHead.__table__)
+# Parameter names apart from one another's columns: a grant runs these with its audit entry as
+# one statement on PostgreSQL (AuditTrail.append), whose UPDATE reserves its columns' names.
 _RAISE_LIMIT = (
     update(_quotas).where(_quotas.c.client_id == bindparam("quota_client"))
     .values(monthly_generation_limit=_quotas.c.monthly_generation_limit + bindparam("amount"),
-            updated_at=bindparam("at", type_=_quotas.c.updated_at.type))
+            updated_at=bindparam("now", type_=_quotas.c.updated_at.type))
 )
-_INSERT_GRANT = insert(_grants).returning(_grants.c.id)
+_INSERT_GRANT = insert(_grants).values(
+    id=bindparam("grant_id"), client_id=bindparam("grant_client"), amount=bindparam("amount"),
+    scope=bindparam("grant_scope"), month=bindparam("grant_month"), reason=bindparam("grant_reason"),
+    admin_id=bindparam("grant_admin"), created_at=bindparam("now", type_=_grants.c.created_at.type),
+)
 _SUBTRACT_FROM_MONTH = (
     update(_usage).where(_usage.c.client_id == bindparam("usage_client"), _usage.c.month == bindparam("usage_month"))
     .values(granted=_usage.c.granted + bindparam("amount"), updated_at=bindparam("now", type_=_usage.c.updated_at.type))
@@ -103,12 +110,23 @@ def _add_to_month_statement(dialect: str):
     amount = bindparam("amount", type_=_usage.c.granted.type)
     now = bindparam("now", type_=_usage.c.updated_at.type)
     return upsert_for(dialect)(_usage).values(
-        client_id=bindparam("client_id"), month=bindparam("month"), generation_count=0, granted=amount,
+        client_id=bindparam("usage_client"), month=bindparam("usage_month"), generation_count=0, granted=amount,
         created_at=now, updated_at=now,
     ).on_conflict_do_update(
         index_elements=[_usage.c.client_id, _usage.c.month],
         set_={"granted": _usage.c.granted + amount, "updated_at": now},
     )
+
+
+@functools.cache
+def _grant_state_statement(dialect: str) -> Select:
+    """After the quota row lock, in one statement: the audit head (locked), the next entry's id,
+    this month's usage and month-grants as they are now, and the id the grant gets."""
+    return (locked_head(dialect)
+            .add_columns(func.coalesce(_usage.c.generation_count, 0), func.coalesce(_usage.c.granted, 0),
+                         next_id(dialect, _grants))
+            .outerjoin_from(_heads, _usage, and_(_usage.c.client_id == _heads.c.client_id,
+                                                 _usage.c.month == bindparam("usage_month"))))
 
 
 def _expiry(month: str | None) -> datetime | None:
@@ -137,48 +155,48 @@ class GrantsService:
         upsert always finds this month's grants in it; a void finds the row its grant made.
         """
         connection = self.session.connection()
-        if amount > 0:
-            connection.execute(_add_to_month_statement(connection.dialect.name),
-                               {"client_id": client_id, "month": month, "amount": amount, "now": now})
-        else:
-            connection.execute(_SUBTRACT_FROM_MONTH,
-                               {"usage_client": client_id, "usage_month": month, "amount": amount, "now": now})
+        statement = _add_to_month_statement(connection.dialect.name) if amount > 0 else _SUBTRACT_FROM_MONTH
+        connection.execute(statement, {"usage_client": client_id, "usage_month": month, "amount": amount, "now": now})
 
     def grant_credits(self, actor: str, client_id: str, amount: int, scope: str = "permanent",
                       reason: str | None = None, idempotency: IdempotencyClaim | None = None) -> GrantResult:
-        """Record a grant: permanent raises the stored limit, month adds to this UTC month only."""
+        """Record a grant: permanent raises the stored limit, month adds to this UTC month only.
+
+        Statements on PostgreSQL: the quota row lock; the state under it (audit head, usage,
+        ids); the raise or month-grant, ledger row, audit entry and head's advance as one.
+        """
         now = self.clock()
         month = month_of(now)
         with write_transaction(self.session):
             connection = self.session.connection()
-            locked = self.credits._quota_with_month(connection, client_id, month, lock=True)
-            stored = locked.monthly_generation_limit
+            stored = self.credits._lock_limit(connection, client_id)
             if stored == UNLIMITED:
                 raise Conflict(
                     f"Client {client_id!r} is unlimited (monthlyGenerationLimit -1); "
                     "granting credits would not add anything. Set a limit first if that is what you want."
                 )
-            previous = effective_limit(stored, locked.granted)
+            state = connection.execute(_grant_state_statement(connection.dialect.name),
+                                       {"head_client": client_id, "usage_month": month}).one()
+            used, granted, grant_id = state[3:]
+            previous = effective_limit(stored, granted)
             new_limit = previous + amount
             if new_limit > MAX_LIMIT:
                 raise InvalidRequest(
                     f"Granting {amount} would raise the limit to {new_limit}, above the maximum {MAX_LIMIT}.",
                     fields={"amount": [f"Must be at most {MAX_LIMIT - previous} for this client."]},
                 )
-            if scope == "permanent":
-                connection.execute(_RAISE_LIMIT, {"quota_client": client_id, "amount": amount, "at": now})
-            else:
-                self._add_to_month(client_id, month, amount, now)
             grant_month = month if scope == "month" else None
-            grant_id = connection.execute(_INSERT_GRANT, {
-                "client_id": client_id, "amount": amount, "scope": scope, "month": grant_month,
-                "reason": reason, "admin_id": actor, "created_at": now,
-            }).scalar_one()
+            change = {"quota_client": client_id, "usage_client": client_id, "usage_month": month,
+                      "amount": amount, "now": now}
+            raise_limit = (_RAISE_LIMIT if scope == "permanent"
+                           else _add_to_month_statement(connection.dialect.name))
+            ledger_row = {"grant_id": grant_id, "grant_client": client_id, "amount": amount, "grant_scope": scope,
+                          "grant_month": grant_month, "grant_reason": reason, "grant_admin": actor, "now": now}
             details = {"amount": amount, "reason": reason, "scope": scope, "grantId": grant_id}
             if grant_month:
                 details["month"] = grant_month
-            self.credits.audit.append(client_id, actor, "credit_grant", details, str(previous), str(new_limit), now)
-            used = locked.generation_count
+            self.credits.audit.append(client_id, actor, "credit_grant", details, str(previous), str(new_limit), now,
+                                      head=state, writes=[(raise_limit, change), (_INSERT_GRANT, ledger_row)])
             result = GrantResult(grant_id, scope, grant_month, _expiry(grant_month), used, previous,
                                  new_limit, remaining(new_limit, used))
             if idempotency:

@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, Sequence, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -101,3 +101,12 @@ def upsert(session: Session):
 def upsert_for(dialect: str):
     """The INSERT with on_conflict_* of the dialect named (statements built once per dialect)."""
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+def next_id(dialect: str, table: Table):
+    """The id a row inserted into table next gets, as an expression to read before the INSERT:
+    PostgreSQL's sequence of the table's id, or (SQLite, whose write transactions are serial)
+    one past the largest id."""
+    if dialect == "postgresql":
+        return Sequence(f"{table.name}_id_seq").next_value()
+    return select(func.coalesce(func.max(table.c.id), 0) + 1).scalar_subquery()
