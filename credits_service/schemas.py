@@ -1,5 +1,6 @@
 """marshmallow schemas: what the API accepts (validated, unknown fields refused) and what it returns."""
 
+import functools
 from datetime import UTC
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -257,7 +258,13 @@ class CreditActionSchema(StrictSchema):
         chosen = self.ONE_OF.get(data["action"]) if isinstance(data["action"], str) else None
         if chosen is None:
             raise ValidationError({"action": [f"Must be one of: {', '.join(self.ONE_OF)}."]})
-        return chosen().load(data, **kwargs)
+        return _instance(chosen).load(data, **kwargs)
+
+
+@functools.cache
+def _instance(schema_cls: type[Schema]) -> Schema:
+    """One instance per schema class: building one copies its fields, and loading keeps no state."""
+    return schema_cls()
 
 
 class UsageConsumeSchema(StrictSchema):
