@@ -255,3 +255,37 @@ def test_a_grant_waits_for_a_usage_change_in_progress_and_reports_it(api, app, a
     assert (body["currentUsage"], body["previousLimit"], body["newLimit"], body["remaining"]) == (30, 120, 125, 95)
     status = api.get("/api/clients/acme/quota-status", key="service").get_json()
     assert (status["generationsUsed"], status["generationsLimit"]) == (30, 125)
+
+
+def test_a_grant_whose_ledger_row_fails_writes_nothing(api, app, acme, runner):
+    """The raise, the ledger row, the entry and the head's advance are one statement on
+    PostgreSQL: a failure in any of them leaves every other one unwritten."""
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite takes the grant's id from the ledger itself: no collision to force")
+    first = api.post("/api/admin/clients/acme/credits", json={"action": "grant", "amount": 5}, key="write")
+    assert first.status_code == 200
+    with engine.begin() as connection:  # the next grant id is one the ledger already holds
+        connection.execute(text("SELECT setval('credit_grants_id_seq', :id, false)"),
+                           {"id": first.get_json()["grantId"]})
+    before = api.get("/api/admin/clients/acme/quota", key="read").get_json()
+    response = api.post("/api/admin/clients/acme/credits", json={"action": "grant", "amount": 7}, key="write")
+    assert response.status_code == 500
+    assert response.get_json() == {"error": "Internal server error."}
+    after = api.get("/api/admin/clients/acme/quota", key="read").get_json()
+    assert after == before  # the limit and the newest audit entries as they were
+    assert len(api.get("/api/admin/clients/acme/grants", key="read").get_json()["items"]) == 1
+    verified = runner.invoke(args=["audit", "verify"])
+    assert verified.exit_code == 0, verified.output
+
+
+@pytest.mark.parametrize("parameters, message", [
+    ({"amount": 2}, "'amount' has two values"),
+    ({"hash": "x"}, r"\['hash'\] are named after audit_heads columns"),
+])
+def test_a_write_whose_parameters_would_clash_in_one_statement_is_refused(app, acme, parameters, message):
+    from credits_service.services.audit import _merged
+
+    with pytest.raises(ValueError, match=message):
+        _merged([{"amount": 1}, parameters])

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Executable, Select, Text, Update, bindparam, cast, func, insert, select, update
+from sqlalchemy import Executable, Row, Select, Text, Update, bindparam, cast, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..models import AuditHead, Client, CreditAuditLog
@@ -86,16 +86,6 @@ def canonical_entry(entry_id: int, client_id: str, seq: int, admin_id: str, acti
             "seq": seq,
         }
     ).encode("ascii")
-
-
-def _merged(parameter_sets: list[dict[str, Any]]) -> dict[str, Any]:
-    """The parameters of statements run as one; a name two of them give different values is a bug."""
-    merged: dict[str, Any] = {}
-    for parameters in parameter_sets:
-        for name, value in parameters.items():
-            if merged.setdefault(name, value) != value:
-                raise ValueError(f"parameter {name!r} has two values in one statement")
-    return merged
 
 
 def chain_hash(secret: bytes, previous_hash: str, canonical: bytes) -> str:
@@ -168,8 +158,13 @@ _ADVANCE_HEAD = (
 @functools.cache
 def locked_head(dialect: str) -> Select:
     """The head, locked, with the id the next entry gets: PostgreSQL's sequence, or (SQLite, whose
-    write transactions are serial) one past the largest id. A caller may add columns and outer
-    joins to read more in the same statement: only the head's row is locked."""
+    write transactions are serial) one past the largest id.
+
+    A caller may add columns and outer joins to read more in the same statement; only the
+    head's row is locked. Under READ COMMITTED a statement that waited for that lock reads the
+    joined rows as they were when it began, so such a caller holds the client's quota row lock
+    already: then no other writer holds the head's, and the statement begins after the last
+    writer committed."""
     return (select(_heads.c.entry_count, _heads.c.hash, next_id(dialect, _entries))
             .where(_heads.c.client_id == bindparam("head_client")).with_for_update(of=_heads))
 
@@ -180,6 +175,24 @@ def _appending(writes: tuple[Executable, ...]) -> Update:
     CTEs). The head's trigger runs after the statement, so it sees the entry it checks."""
     return _ADVANCE_HEAD.add_cte(*(write.cte(f"write_{i}") for i, write in enumerate(writes)),
                                  _INSERT_ENTRY.cte("entry"))
+
+
+# The head's UPDATE would SET any of its columns a parameter is named after.
+_HEAD_COLUMNS = frozenset(_heads.c.keys())
+
+
+def _merged(parameter_sets: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parameters of statements run as one. Two values for one name, or a name the head's
+    UPDATE would take for one of its columns, is a bug in the caller."""
+    merged: dict[str, Any] = {}
+    for parameters in parameter_sets:
+        for name, value in parameters.items():
+            if merged.setdefault(name, value) != value:
+                raise ValueError(f"parameter {name!r} has two values in one statement")
+    taken = merged.keys() & _HEAD_COLUMNS
+    if taken:
+        raise ValueError(f"parameters {sorted(taken)} are named after audit_heads columns")
+    return merged
 
 
 class AuditTrail:
@@ -194,14 +207,24 @@ class AuditTrail:
         self.session.add(AuditHead(client_id=client_id, entry_count=0, last_entry_id=None,
                                    hash=GENESIS, updated_at=to_milliseconds(now)))
 
+    def head(self, client_id: str, statement: Select | None = None, **parameters: Any) -> Row:
+        """The client's head, locked, with the next entry's id: locked_head, or a statement built
+        on it (with its other parameters)."""
+        connection = self.session.connection()
+        statement = locked_head(connection.dialect.name) if statement is None else statement
+        head = connection.execute(statement, {"head_client": client_id, **parameters}).first()
+        if head is None:  # every client gets one when created: its chain has been tampered with
+            raise RuntimeError(f"client {client_id!r} has no audit head")
+        return head
+
     def append(self, client_id: str, actor: str, action: str, details: dict[str, Any],
                previous_value: str | None, new_value: str | None, now: datetime, *,
                head: Sequence | None = None, writes: Iterable[tuple[Executable, dict[str, Any]]] = ()) -> int:
         """Add an entry at the end of the client's chain and advance its head; returns its id.
 
         The head row is locked (locked_head), so appends to one client are serial even for a
-        caller that forgot the quota lock; a caller that read it already, in a statement of its
-        own built on locked_head, passes that row as head. The id is taken with the lock because
+        caller that forgot the quota lock; a caller that read it already (head, with a statement
+        built on locked_head) passes that row as head. The id is taken with the lock because
         the hash covers it and the row can never be updated afterwards.
 
         writes are the change's own statements with their parameters. On PostgreSQL they run
@@ -211,9 +234,7 @@ class AuditTrail:
         connection = self.session.connection()
         dialect = connection.dialect.name
         if head is None:
-            head = connection.execute(locked_head(dialect), {"head_client": client_id}).first()
-            if head is None:  # every client gets one when created: its chain has been tampered with
-                raise RuntimeError(f"client {client_id!r} has no audit head")
+            head = self.head(client_id)
         entry_count, previous_hash, entry_id = head[:3]
         created_at = to_milliseconds(now)
         seq = entry_count + 1

@@ -86,8 +86,8 @@ class UsageHistory:
 
 _quotas, _usage, _grants, _heads = (QuotaLimit.__table__, UsageRecord.__table__, CreditGrant.__table__,
                                     AuditHead.__table__)
-# Parameter names apart from one another's columns: a grant runs these with its audit entry as
-# one statement on PostgreSQL (AuditTrail.append), whose UPDATE reserves its columns' names.
+# A grant runs these with its audit entry as one statement on PostgreSQL (AuditTrail.append):
+# their parameters are named apart from audit_heads' columns, which the head's UPDATE would SET.
 _RAISE_LIMIT = (
     update(_quotas).where(_quotas.c.client_id == bindparam("quota_client"))
     .values(monthly_generation_limit=_quotas.c.monthly_generation_limit + bindparam("amount"),
@@ -100,13 +100,14 @@ _INSERT_GRANT = insert(_grants).values(
 )
 _SUBTRACT_FROM_MONTH = (
     update(_usage).where(_usage.c.client_id == bindparam("usage_client"), _usage.c.month == bindparam("usage_month"))
-    .values(granted=_usage.c.granted + bindparam("amount"), updated_at=bindparam("now", type_=_usage.c.updated_at.type))
+    .values(granted=_usage.c.granted - bindparam("amount"), updated_at=bindparam("now", type_=_usage.c.updated_at.type))
 )
 
 
 @functools.cache
 def _add_to_month_statement(dialect: str):
-    """The month's usage row with amount added to its month-grants, created when missing."""
+    """The month's usage row with amount added to its month-grants, created when missing, so
+    consumption's upsert always finds this month's grants in it (and a void, the row its grant made)."""
     amount = bindparam("amount", type_=_usage.c.granted.type)
     now = bindparam("now", type_=_usage.c.updated_at.type)
     return upsert_for(dialect)(_usage).values(
@@ -148,16 +149,6 @@ class GrantsService:
         self.clock = clock
         self.credits = CreditsService(session, clock, audit)
 
-    def _add_to_month(self, client_id: str, month: str, amount: int, now: datetime) -> None:
-        """Add amount (negative for a void) to the month's live month-grants.
-
-        A month grant for a month without usage creates the month's row, so consumption's
-        upsert always finds this month's grants in it; a void finds the row its grant made.
-        """
-        connection = self.session.connection()
-        statement = _add_to_month_statement(connection.dialect.name) if amount > 0 else _SUBTRACT_FROM_MONTH
-        connection.execute(statement, {"usage_client": client_id, "usage_month": month, "amount": amount, "now": now})
-
     def grant_credits(self, actor: str, client_id: str, amount: int, scope: str = "permanent",
                       reason: str | None = None, idempotency: IdempotencyClaim | None = None) -> GrantResult:
         """Record a grant: permanent raises the stored limit, month adds to this UTC month only.
@@ -175,8 +166,8 @@ class GrantsService:
                     f"Client {client_id!r} is unlimited (monthlyGenerationLimit -1); "
                     "granting credits would not add anything. Set a limit first if that is what you want."
                 )
-            state = connection.execute(_grant_state_statement(connection.dialect.name),
-                                       {"head_client": client_id, "usage_month": month}).one()
+            state = self.credits.audit.head(client_id, _grant_state_statement(connection.dialect.name),
+                                            usage_month=month)
             used, granted, grant_id = state[3:]
             previous = effective_limit(stored, granted)
             new_limit = previous + amount
@@ -242,7 +233,8 @@ class GrantsService:
                         f"Grant {grant_id} was for {grant.month}, which is over: an expired grant "
                         "cannot be voided."
                     )
-                self._add_to_month(client_id, month, -grant.amount, now)
+                self.session.connection().execute(_SUBTRACT_FROM_MONTH, {
+                    "usage_client": client_id, "usage_month": month, "amount": grant.amount, "now": now})
                 granted -= grant.amount
             new_limit = effective_limit(quota.monthly_generation_limit, granted)
             grant.voided_at, grant.voided_by, grant.void_reason = now, actor, reason
