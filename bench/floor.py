@@ -71,7 +71,7 @@ def consume(body, client_id):
     with engine.connect() as connection:
         row = connection.execute(_CONSUME_AT_ONCE, {"client_id": client_id, "month": month,
                                                     "count": body["count"], "now": now}).first()
-    limit = effective_limit(row.stored_limit, row.granted)
+    limit = effective_limit(row.monthly_generation_limit, row.granted)
     return {"month": month, "generation_count": row.generation_count, "limit": limit,
             "remaining": remaining(limit, row.generation_count)}
 

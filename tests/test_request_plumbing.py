@@ -284,7 +284,7 @@ def test_a_grant_whose_ledger_row_fails_writes_nothing(api, app, acme, runner):
     ({"amount": 2}, "'amount' has two values"),
     ({"hash": "x"}, r"\['hash'\] are named after audit_heads columns"),
 ])
-def test_a_write_whose_parameters_would_clash_in_one_statement_is_refused(app, acme, parameters, message):
+def test_a_write_whose_parameters_would_clash_in_one_statement_is_refused(parameters, message):
     from credits_service.services.audit import _merged
 
     with pytest.raises(ValueError, match=message):

@@ -185,7 +185,7 @@ def _consume_at_once_statement():
         postgresql.insert(_usage)
         .from_select(["client_id", "month", "generation_count", "granted", "created_at", "updated_at"], new_row)
         .on_conflict_do_update(**_count_within(stored_limit, count, now))
-        .returning(_usage.c.generation_count, _usage.c.granted, stored_limit.label("stored_limit"))
+        .returning(_usage.c.generation_count, _usage.c.granted, stored_limit.label("monthly_generation_limit"))
         .add_cte(locked)
     )
 
@@ -239,7 +239,8 @@ class CreditsService:
 
     @classmethod
     def _month_status(cls, row: Row, now: datetime) -> UsageStatus:
-        """The usage status of a _QUOTA_WITH_MONTH row."""
+        """The usage status of a row with the stored limit and the month's count and grants
+        (_QUOTA_WITH_MONTH, _CONSUME_AT_ONCE)."""
         return cls._usage_status(row.monthly_generation_limit, MonthUsage(row.generation_count, row.granted), now)
 
     def _page(self, query: Select, limit: int, offset: int, item: Callable[[Row], Any]) -> Page:
@@ -447,7 +448,7 @@ class CreditsService:
                                                     "now": now}).first()
         if row is None:
             return None
-        return self._usage_status(row.stored_limit, MonthUsage(row.generation_count, row.granted), now)
+        return self._month_status(row, now)
 
     @staticmethod
     def _consume(connection, client_id: str, month: str, count: int, stored_limit: int,
