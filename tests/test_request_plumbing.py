@@ -108,6 +108,38 @@ def test_reads_run_outside_a_transaction_on_postgresql(api, app, acme, driver_mo
     assert seen == [("SELECT", True)] * expected
 
 
+@pytest.mark.parametrize(("method", "path", "key", "statements"), [
+    ("GET", "/api/clients/acme/quota-status", "service", ["SELECT"]),
+    ("GET", "/api/admin/clients/acme/quota", "read", ["SELECT", "SELECT"]),
+    ("POST", USAGE, "service", ["WITH"]),
+])
+def test_an_autocommit_request_borrows_one_connection_and_no_session_transaction(
+        api, app, acme, database_events, method, path, key, statements):
+    """With its key already checked, such a request borrows one pooled connection for its
+    statements and gives it back; the ORM session begins no transaction for it."""
+    engine, seen = database_events
+    if engine.dialect.name == "sqlite":
+        pytest.skip("on SQLite every request is a transaction of the session")
+    session_transactions = []
+
+    def record(*_):
+        session_transactions.append("after_begin")
+
+    assert api.request(method, path, key=key).status_code == 200  # the key is checked (and cached) here
+    seen.clear()
+    event.listen(db.session, "after_begin", record)
+    try:
+        assert api.request(method, path, key=key).status_code == 200
+    finally:
+        event.remove(db.session, "after_begin", record)
+    # SQLAlchemy's own begin/rollback bookkeeping on an autocommit connection sends nothing.
+    assert [step for step in seen if step not in ("begin", "rollback")] == ["checkout", *statements]
+    assert session_transactions == []
+    assert engine.pool.checkedout() == 0
+    with engine.connect() as connection:  # back in the pool at the engine's own level
+        assert connection.connection.driver_connection.autocommit is False
+
+
 def test_a_write_after_an_autocommit_read_gets_a_real_transaction(app, acme, api):
     """read_connection's autocommit must never leak into a write of the same session."""
     from credits_service.services.transactions import read_connection, write_transaction
@@ -116,7 +148,9 @@ def test_a_write_after_an_autocommit_read_gets_a_real_transaction(app, acme, api
         if db.engine.dialect.name == "sqlite":
             pytest.skip("on SQLite a read is a transaction")
         session = db.session()
-        read_connection(session).exec_driver_sql("SELECT 1")
+        with read_connection(session) as connection:
+            assert connection.connection.driver_connection.autocommit is True
+            connection.exec_driver_sql("SELECT 1")
         with write_transaction(session):
             assert session.connection().connection.driver_connection.autocommit is False
         db.session.remove()

@@ -336,9 +336,9 @@ class CreditsService:
     def quota_overview(self, client_id: str) -> QuotaOverview:
         """Two statements outside a transaction (read_connection): each sees the latest commit."""
         now = self.clock()
-        connection = read_connection(self.session)
-        row = self._quota_with_month(connection, client_id, month_of(now))
-        recent = [entry._mapping for entry in connection.execute(_RECENT_ENTRIES, {"client_id": client_id})]
+        with read_connection(self.session) as connection:
+            row = self._quota_with_month(connection, client_id, month_of(now))
+            recent = [entry._mapping for entry in connection.execute(_RECENT_ENTRIES, {"client_id": client_id})]
         quota = QuotaView(row.client_id, row.plan, row.monthly_generation_limit, row.storage_quota_mb, row.updated_at)
         return QuotaOverview(quota, self._month_status(row, now), recent)
 
@@ -441,11 +441,11 @@ class CreditsService:
 
     def _consume_at_once(self, client_id: str, month: str, count: int, now: datetime) -> UsageStatus | None:
         """The consumption in one statement where the database allows it; None if not done."""
-        connection = autocommit_connection(self.session)
-        if connection is None:
-            return None
-        row = connection.execute(_CONSUME_AT_ONCE, {"client_id": client_id, "month": month, "count": count,
-                                                    "now": now}).first()
+        with autocommit_connection(self.session) as connection:
+            if connection is None:
+                return None
+            row = connection.execute(_CONSUME_AT_ONCE, {"client_id": client_id, "month": month, "count": count,
+                                                        "now": now}).first()
         if row is None:
             return None
         return self._month_status(row, now)
@@ -470,7 +470,8 @@ class CreditsService:
     def quota_status(self, client_id: str) -> QuotaStatus:
         """One statement outside a transaction (read_connection)."""
         now = self.clock()
-        row = self._quota_with_month(read_connection(self.session), client_id, month_of(now))
+        with read_connection(self.session) as connection:
+            row = self._quota_with_month(connection, client_id, month_of(now))
         usage = self._month_status(row, now)
         used, limit, unlimited = usage.generation_count, usage.limit, usage.is_unlimited
         if unlimited:

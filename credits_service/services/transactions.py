@@ -28,7 +28,7 @@ def write_transaction(session: Session) -> Iterator[None]:
         if session.get_transaction().is_active and _statements_read_latest(session):
             session.expire_all()
         else:
-            session.rollback()  # on an autocommit connection (autocommit_connection) this sends nothing
+            session.rollback()
     if not session.in_transaction():
         session.begin()
         session.connection(execution_options={"sqlite_immediate": True})
@@ -41,39 +41,50 @@ def write_transaction(session: Session) -> Iterator[None]:
 
 
 def _statements_read_latest(session: Session) -> bool:
+    """The session's transaction runs at the database's default level, and that is READ COMMITTED
+    (not, say, the REPEATABLE READ of a snapshot_transaction)."""
     connection = session.connection()
     return (_reads_latest_by_default(connection)
-            and connection.get_execution_options().get("isolation_level") != AUTOCOMMIT)
+            and connection.get_execution_options().get("isolation_level") is None)
 
 
-def read_connection(session: Session) -> Connection:
-    """The connection for a read whose statements each need the latest committed data, no more.
+@contextmanager
+def read_connection(session: Session) -> Iterator[Connection]:
+    """A connection for a read whose statements each need the latest committed data, no more.
 
     On PostgreSQL under READ COMMITTED that is what every statement in a transaction gets
-    anyway, so the read runs outside one (autocommit): no BEGIN and no ROLLBACK round trips.
-    A transaction the session already has (a key check that asked the database) goes on as
-    it is; on SQLite the read is a transaction, as every read there is. A write_transaction
-    that follows ends the autocommit one and begins a real transaction.
+    anyway, so the read runs outside one (autocommit_connection): no BEGIN and no ROLLBACK
+    round trips. A transaction the session already has (a key check that asked the database)
+    goes on as it is; on SQLite the read is a transaction of the session, as every read there is.
     """
-    return autocommit_connection(session) or session.connection()
+    with autocommit_connection(session) as connection:
+        yield connection or session.connection()
 
 
-def autocommit_connection(session: Session) -> Connection | None:
-    """The session's connection outside a transaction, where one statement is one transaction;
-    None where that is not how this database is used (SQLite, another isolation level) or the
-    session already has a transaction going.
+@contextmanager
+def autocommit_connection(session: Session) -> Iterator[Connection | None]:
+    """A pooled connection of the session's database outside any transaction, where one statement
+    is one transaction, for the statements run inside the with block; None where that is not how
+    this database is used (SQLite, another isolation level) or the session already has a
+    transaction going, which the caller then goes on with.
 
+    The connection is the engine's, not the session's: it is checked out for these statements
+    and back in the pool when the block ends, and the session, which has no transaction, takes
+    no part (its transaction bookkeeping would cost more than the statement's own Python).
     For a write that is one statement: it commits by itself, all of it or nothing, with the
     locks it takes held only while it runs.
     """
-    if not session.in_transaction() and _reads_latest_by_default(session.get_bind()):
-        return session.connection(execution_options={"isolation_level": AUTOCOMMIT})
-    return None
+    if session.in_transaction() or not _reads_latest_by_default(bind := session.get_bind()):
+        yield None
+        return
+    with bind.connect() as connection:
+        yield connection.execution_options(isolation_level=AUTOCOMMIT)
 
 
 def _reads_latest_by_default(bind: Engine | Connection) -> bool:
     dialect = bind.dialect
-    return dialect.name == "postgresql" and dialect.default_isolation_level == "READ COMMITTED"
+    # The level is known once the engine has connected; until then, take the session's way.
+    return dialect.name == "postgresql" and getattr(dialect, "default_isolation_level", None) == "READ COMMITTED"
 
 
 def snapshot_transaction(session: Session) -> None:
