@@ -2,7 +2,7 @@
 
 import os
 import re
-import uuid
+import secrets
 
 from flask import Flask, g, request
 from flask_smorest import Api
@@ -115,15 +115,20 @@ def _tune_sqlite(app: Flask) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def _new_request_id() -> str:
+    """128 random bits in 32 hex digits, the shape of a UUID's hex without its version bits."""
+    return secrets.token_hex(16)
+
+
 def _register_request_id(app: Flask) -> None:
     @app.before_request
     def _assign_request_id():
         given = request.headers.get("X-Request-ID", "")
-        g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        g.request_id = given if REQUEST_ID.fullmatch(given) else _new_request_id()
 
     @app.after_request
     def _echo_request_id(response):
-        response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
+        response.headers["X-Request-ID"] = g.get("request_id") or _new_request_id()
         # Flask-Limiter adds Retry-After to every response; it only means something on a refusal.
         if response.status_code not in (429, 503):
             response.headers.pop("Retry-After", None)

@@ -86,6 +86,18 @@ def exposition() -> Response:
     return Response(generate_latest(registry), mimetype=None, content_type=CONTENT_TYPE_LATEST)
 
 
+# The labelled children of the two HTTP metrics, by label values: labels() checks its values on
+# every call, and the set of (method, route, status) a service answers with is small and fixed.
+_http_children: dict[tuple[str, str, str], tuple] = {}
+
+
+def _http_metrics(labels: tuple[str, str, str]) -> tuple:
+    children = _http_children.get(labels)
+    if children is None:
+        children = _http_children.setdefault(labels, (HTTP_REQUESTS.labels(*labels), HTTP_DURATION.labels(*labels)))
+    return children
+
+
 def init_app(app: Flask) -> None:
     """Count and time every request, labelled by the rule it matched."""
 
@@ -96,7 +108,7 @@ def init_app(app: Flask) -> None:
         if started is not None:
             route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
             method = request.method if request.method in METHODS else "other"
-            labels = (method, route, str(response.status_code))
-            HTTP_REQUESTS.labels(*labels).inc()
-            HTTP_DURATION.labels(*labels).observe(time.perf_counter() - started)
+            requests, duration = _http_metrics((method, route, str(response.status_code)))
+            requests.inc()
+            duration.observe(time.perf_counter() - started)
         return response
