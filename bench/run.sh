@@ -5,6 +5,7 @@
 #   bench/run.sh audit-scale   the audit log at 1,000 and at 1,000,000 entries
 #   bench/run.sh profile       py-spy on the gunicorn workers under load
 #   bench/run.sh floor         the platform routes: service, framework floor, raw ceiling
+#   bench/run.sh instructions  instructions per request (valgrind): service, floor, ceiling
 # Settings (environment): DURATION (s per leg, 10), WORKERS (4), CONNECTIONS (16), CLIENTS (1000),
 # LABEL (names the result files, "latest").
 set -euo pipefail
@@ -13,10 +14,15 @@ cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 { [ -x .venv/bin/py-spy ] && .venv/bin/python -c "import matplotlib" 2>/dev/null; } || .venv/bin/python -m pip install --quiet -e '.[test,bench]'
 
+if [ "${1:-}" = instructions ] && ! command -v valgrind >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind
+fi
+
 case "${1:-endpoints}" in
     endpoints) exec .venv/bin/python bench/endpoints.py ;;
     audit-scale) exec .venv/bin/python bench/audit_scale.py ;;
     profile) exec .venv/bin/python bench/profile.py ;;
     floor) exec .venv/bin/python bench/floor_compare.py ;;
-    *) echo "usage: bench/run.sh [endpoints|audit-scale|profile|floor]" >&2; exit 2 ;;
+    instructions) exec .venv/bin/python bench/instructions.py ;;
+    *) echo "usage: bench/run.sh [endpoints|audit-scale|profile|floor|instructions]" >&2; exit 2 ;;
 esac
