@@ -140,6 +140,24 @@ def test_an_autocommit_request_borrows_one_connection_and_no_session_transaction
         assert connection.connection.driver_connection.autocommit is False
 
 
+def test_a_session_bound_to_a_connection_reads_on_that_connection(app):
+    """A session joined to an outer connection (and its transaction) is not given another one."""
+    from sqlalchemy.orm import Session
+
+    from credits_service.services.transactions import read_connection
+
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name == "sqlite":
+        pytest.skip("on SQLite a read is a transaction of the session anyway")
+    with engine.connect() as outer:
+        session = Session(bind=outer)
+        with read_connection(session) as connection:
+            assert connection.connection.dbapi_connection is outer.connection.dbapi_connection
+            assert connection.exec_driver_sql("SELECT 1").scalar() == 1
+        session.close()
+
+
 def test_a_write_after_an_autocommit_read_gets_a_real_transaction(app, acme, api):
     """read_connection's autocommit must never leak into a write of the same session."""
     from credits_service.services.transactions import read_connection, write_transaction

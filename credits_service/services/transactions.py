@@ -74,7 +74,9 @@ def autocommit_connection(session: Session) -> Iterator[Connection | None]:
     For a write that is one statement: it commits by itself, all of it or nothing, with the
     locks it takes held only while it runs.
     """
-    if session.in_transaction() or not _reads_latest_by_default(bind := session.get_bind()):
+    bind = None if session.in_transaction() else session.get_bind()
+    # A session bound to a connection (an outer transaction it joins) goes on in that transaction.
+    if not isinstance(bind, Engine) or not _reads_latest_by_default(bind):
         yield None
         return
     with bind.connect() as connection:
