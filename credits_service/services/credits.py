@@ -318,16 +318,8 @@ class CreditsService:
         return stored_limit
 
     @staticmethod
-    def _quota_with_month(connection: Connection, client_id: str, month: str, *, lock: bool = False) -> Row:
-        """The quota joined with the month's usage row, in one statement.
-
-        With lock, the quota row lock every writer takes first, then the read as a statement of
-        its own: under READ COMMITTED a statement that waited for a row lock sees the locked
-        row's newest version but the other rows of its join as they were when it began, and a
-        month grant changes the usage row, not the quota row.
-        """
-        if lock:
-            CreditsService._lock_limit(connection, client_id)
+    def _quota_with_month(connection: Connection, client_id: str, month: str) -> Row:
+        """The quota joined with the month's usage row, in one statement (a read: no lock)."""
         row = connection.execute(_QUOTA_WITH_MONTH, {"client_id": client_id, "month": month}).first()
         if row is None:
             raise NotFound.client(client_id)
