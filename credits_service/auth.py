@@ -2,6 +2,7 @@
 
 import logging
 from collections.abc import Callable
+from functools import wraps
 
 from flask import current_app, g, request
 from flask_httpauth import HTTPTokenAuth
@@ -77,11 +78,23 @@ def _rate_limit(kind: str) -> Callable[[], str]:
     return limit
 
 
+def _limited(view, limit_kind: str):
+    """view under the kind's rate limit: one budget per principal across every route of the kind,
+    not one per route. With rate limits off (RATELIMIT_ENABLED=false), the view is called without
+    Flask-Limiter's decorator, which would otherwise resolve the route's limits on every request
+    only to find it has nothing to do (a tenth of a quota-status request's instructions)."""
+    limited = limiter.shared_limit(_rate_limit(limit_kind), scope=limit_kind, key_func=rate_limit_key)(view)
+
+    @wraps(view)
+    def limited_when_enabled(*args, **kwargs):
+        return (limited if current_app.config["RATELIMIT_ENABLED"] else view)(*args, **kwargs)
+
+    return limited_when_enabled
+
+
 def _guard(roles: list[str], limit_kind: str):
     def decorate(view):
-        guarded = auth.login_required(role=roles)(view)
-        # One budget per principal across every route of the kind, not one per route.
-        guarded = limiter.shared_limit(_rate_limit(limit_kind), scope=limit_kind, key_func=rate_limit_key)(guarded)
+        guarded = _limited(auth.login_required(role=roles)(view), limit_kind)
         return Blueprint.doc(
             security=[{"bearerAuth": []}],
             description=f"{(view.__doc__ or '').strip()}\n\nRequires a key with role: {' or '.join(roles)}.",

@@ -61,7 +61,8 @@ def migrated(database_url: str) -> None:
     enable_migrations(app)
     with app.app_context():
         upgrade()
-        db.engine.dispose()
+        for engine in db.engines.values():
+            engine.dispose()
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -114,7 +115,8 @@ def app(app_config):
             for table in db.metadata.sorted_tables:
                 session.execute(table.delete())
         session.commit()
-        db.engine.dispose()
+        for engine in db.engines.values():
+            engine.dispose()
 
 
 @pytest.fixture
@@ -137,7 +139,8 @@ def issue_keys(database_url: str, **roles_by_name: str) -> dict[str, str]:
     app = create_app(config_for(database_url))
     keys = {name: make_key(app, name, role) for name, role in roles_by_name.items()}
     with app.app_context():
-        db.engine.dispose()
+        for engine in db.engines.values():
+            engine.dispose()
     return keys
 
 

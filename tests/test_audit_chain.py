@@ -270,7 +270,8 @@ def test_entries_signed_by_an_older_key_still_verify_after_a_rotation(database_u
     assert_broken(result, "acme", "unknown key", chains["acme"][0])
     for app in (rotated, without_old):
         with app.app_context():
-            db.engine.dispose()
+            for engine in db.engines.values():
+                engine.dispose()
 
 
 def test_an_entry_signed_with_another_key_is_changed(database_url, clock, chains, runner):
@@ -280,7 +281,8 @@ def test_an_entry_signed_with_another_key_is_changed(database_url, clock, chains
     result = impostor.test_cli_runner().invoke(args=["audit", "verify", "--client", "acme"])
     assert_broken(result, "acme", "changed", chains["acme"][0])
     with impostor.app_context():
-        db.engine.dispose()
+        for engine in db.engines.values():
+            engine.dispose()
 
 
 @pytest.mark.parametrize(("value", "message"), [

@@ -130,11 +130,14 @@ def planned_indexes(app, api, path):
             statements.append((statement, parameters))
 
     with app.app_context():
-        event.listen(db.engine, "before_cursor_execute", capture)
+        engines = list(db.engines.values())  # the quota read runs on the autocommit pool
+        for engine in engines:
+            event.listen(engine, "before_cursor_execute", capture)
         try:
             response = api.get(path, key="read")
         finally:
-            event.remove(db.engine, "before_cursor_execute", capture)
+            for engine in engines:
+                event.remove(engine, "before_cursor_execute", capture)
         assert response.status_code == 200, response.get_json()
         assert statements, "no audit log query ran"
         with db.engine.connect() as conn:

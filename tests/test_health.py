@@ -28,7 +28,8 @@ def own_client(database_url: str, **settings):
         yield app.test_client()
     finally:
         with app.app_context():
-            db.engine.dispose()
+            for engine in db.engines.values():
+                engine.dispose()
 
 
 def scrape(client) -> dict[tuple[str, tuple], float]:

@@ -37,7 +37,8 @@ def fresh_app(request, database_url, tmp_path):
     app = create_app(config_for(url))
     yield app
     with app.app_context():
-        db.engine.dispose()
+        for engine in db.engines.values():
+            engine.dispose()
 
 
 def flask_db(app, *args):

@@ -8,23 +8,33 @@ import pytest
 from sqlalchemy import event, text
 
 from conftest import make_key
+from credits_service import AUTOCOMMIT_BIND
 from credits_service.extensions import db
 
 USAGE = "/api/clients/acme/usage"
 
 
+def app_engines(app):
+    """The app's engine and, on PostgreSQL, its autocommit sibling: (engine, every engine)."""
+    with app.app_context():
+        return db.engine, list(db.engines.values())
+
+
 @pytest.fixture
 def database_events(app):
-    """What the engine does during the test: checkouts, transactions, statements."""
+    """What the app's engines do during the test: checkouts, transactions, statements."""
     seen = []
-    with app.app_context():
-        engine = db.engine
+    engine, engines = app_engines(app)
     listeners = [
-        (engine.pool, "checkout", lambda *_: seen.append("checkout")),
-        (engine, "begin", lambda *_: seen.append("begin")),
-        (engine, "commit", lambda *_: seen.append("commit")),
-        (engine, "rollback", lambda *_: seen.append("rollback")),
-        (engine, "before_cursor_execute", lambda _c, _cur, statement, *_: seen.append(statement.split()[0])),
+        (target, name, listener)
+        for each in engines
+        for target, name, listener in [
+            (each.pool, "checkout", lambda *_: seen.append("checkout")),
+            (each, "begin", lambda *_: seen.append("begin")),
+            (each, "commit", lambda *_: seen.append("commit")),
+            (each, "rollback", lambda *_: seen.append("rollback")),
+            (each, "before_cursor_execute", lambda _c, _cur, statement, *_: seen.append(statement.split()[0])),
+        ]
     ]
     for target, name, listener in listeners:
         event.listen(target, name, listener)
@@ -37,15 +47,16 @@ def database_events(app):
 def statements(app):
     """The SQL of every statement sent during the test."""
     sent = []
-    with app.app_context():
-        engine = db.engine
+    _, engines = app_engines(app)
 
     def record(_connection, _cursor, statement, *_):
         sent.append(statement)
 
-    event.listen(engine, "before_cursor_execute", record)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
     yield sent
-    event.remove(engine, "before_cursor_execute", record)
+    for engine in engines:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 def test_consumption_checks_its_key_and_writes_in_one_transaction(api, app, acme, database_events):
@@ -84,15 +95,16 @@ def driver_modes(app):
     only then, so autocommit on means the statement was the request's only round trip.
     """
     seen = []
-    with app.app_context():
-        engine = db.engine
+    engine, engines = app_engines(app)
 
     def record(connection, _cursor, statement, *_):
         seen.append((statement.split()[0], connection.connection.driver_connection.autocommit))
 
-    event.listen(engine, "before_cursor_execute", record)
+    for each in engines:
+        event.listen(each, "before_cursor_execute", record)
     yield engine, seen
-    event.remove(engine, "before_cursor_execute", record)
+    for each in engines:
+        event.remove(each, "before_cursor_execute", record)
 
 
 @pytest.mark.parametrize("path", ["/api/clients/acme/quota-status", "/api/admin/clients/acme/quota"])
@@ -115,11 +127,21 @@ def test_reads_run_outside_a_transaction_on_postgresql(api, app, acme, driver_mo
 ])
 def test_an_autocommit_request_borrows_one_connection_and_no_session_transaction(
         api, app, acme, database_events, method, path, key, statements):
-    """With its key already checked, such a request borrows one pooled connection for its
-    statements and gives it back; the ORM session begins no transaction for it."""
+    """With its key already checked, such a request borrows one connection of the autocommit pool
+    for its statements and gives it back; the ORM session begins no transaction for it, and the
+    engine's own pool is not touched."""
     engine, seen = database_events
     if engine.dialect.name == "sqlite":
         pytest.skip("on SQLite every request is a transaction of the session")
+    with app.app_context():
+        autocommit_engine = db.engines[AUTOCOMMIT_BIND]
+    checkouts = {engine: 0, autocommit_engine: 0}
+
+    def count_checkout(target):
+        def counted(*_):
+            checkouts[target] += 1
+        return counted
+
     session_transactions = []
 
     def record(*_):
@@ -127,17 +149,56 @@ def test_an_autocommit_request_borrows_one_connection_and_no_session_transaction
 
     assert api.request(method, path, key=key).status_code == 200  # the key is checked (and cached) here
     seen.clear()
-    event.listen(db.session, "after_begin", record)
+    listeners = [(db.session, "after_begin", record)] + [
+        (target.pool, "checkout", count_checkout(target)) for target in checkouts]
+    for target, name, listener in listeners:
+        event.listen(target, name, listener)
     try:
         assert api.request(method, path, key=key).status_code == 200
     finally:
-        event.remove(db.session, "after_begin", record)
+        for target, name, listener in listeners:
+            event.remove(target, name, listener)
     # SQLAlchemy's own begin/rollback bookkeeping on an autocommit connection sends nothing.
     assert [step for step in seen if step not in ("begin", "rollback")] == ["checkout", *statements]
     assert session_transactions == []
-    assert engine.pool.checkedout() == 0
-    with engine.connect() as connection:  # back in the pool at the engine's own level
+    assert checkouts == {engine: 0, autocommit_engine: 1}
+    assert engine.pool.checkedout() == autocommit_engine.pool.checkedout() == 0
+    with engine.connect() as connection:  # the engine's connections are not in autocommit
         assert connection.connection.driver_connection.autocommit is False
+    with autocommit_engine.connect() as connection:  # the sibling's stay in it
+        assert connection.connection.driver_connection.autocommit is True
+
+
+def test_the_autocommit_engine_reaches_the_same_database_with_the_same_options(app):
+    with app.app_context():
+        engine = db.engine
+        if engine.dialect.name == "sqlite":
+            assert AUTOCOMMIT_BIND not in db.engines  # SQLite reads in the session's transaction
+            return
+        autocommit_engine = db.engines[AUTOCOMMIT_BIND]
+    assert autocommit_engine.url == engine.url
+    with engine.connect() as connection, autocommit_engine.connect() as sibling:
+        def facts(conn):
+            return conn.exec_driver_sql(
+                "SELECT current_database(), current_setting('transaction_isolation'),"
+                " (SELECT setting FROM pg_settings WHERE name = 'application_name')").one()
+        assert facts(sibling) == facts(connection)
+        # The connect timeout the service sets applies to both pools.
+        assert (sibling.connection.driver_connection.info.get_parameters()["connect_timeout"]
+                == connection.connection.driver_connection.info.get_parameters()["connect_timeout"]
+                == str(app.config["DATABASE_CONNECT_TIMEOUT_SECONDS"]))
+
+
+def test_an_autocommit_engine_must_reach_the_same_database(app):
+    from sqlalchemy import create_engine
+
+    from credits_service.services.transactions import use_autocommit_engine
+
+    with app.app_context():
+        engine = db.engine
+    other = create_engine("sqlite://", isolation_level="AUTOCOMMIT")
+    with pytest.raises(ValueError, match="same database"):
+        use_autocommit_engine(engine, other)
 
 
 def test_a_session_bound_to_a_connection_reads_on_that_connection(app):
@@ -341,3 +402,40 @@ def test_a_write_whose_parameters_would_clash_in_one_statement_is_refused(parame
 
     with pytest.raises(ValueError, match=message):
         _merged([{"amount": 1}, parameters])
+
+
+def test_flask_asks_whether_a_hook_or_view_is_a_coroutine_once_not_per_request(api, acme, monkeypatch):
+    import flask.app
+
+    asked = []
+    real = flask.app.iscoroutinefunction
+    monkeypatch.setattr(flask.app, "iscoroutinefunction", lambda func: asked.append(func) or real(func))
+    for path in ("/api/clients/acme/quota-status", "/api/admin/clients/acme/quota"):
+        key = "service" if "quota-status" in path else "read"
+        assert api.get(path, key=key).status_code == 200
+        asked.clear()
+        assert api.get(path, key=key).status_code == 200
+        assert asked == []
+    assert api.post(USAGE, json={"count": 1}, key="service").status_code == 200
+    asked.clear()
+    assert api.post(USAGE, json={"count": 1}, key="service").status_code == 200
+    assert asked == []
+
+
+def test_a_coroutine_function_is_still_made_sync_or_refused(app):
+    async def view():
+        return "async"
+
+    for _ in range(2):  # asked again, not taken for a sync function the second time
+        with pytest.raises(RuntimeError, match="async"):  # Flask needs its async extra, not installed here
+            app.ensure_sync(view)
+
+
+def test_the_functions_kept_by_ensure_sync_are_bounded(app):
+    def make(i):
+        return lambda: i
+
+    for i in range(app.SYNC_CALLABLES_KEPT * 3):
+        func = make(i)
+        assert app.ensure_sync(func) is func
+    assert len(app._sync_callables) <= app.SYNC_CALLABLES_KEPT

@@ -120,7 +120,8 @@ def assert_audit_chain_intact(backend, client_id):
     app = create_app(config_for(backend[1]))
     result = app.test_cli_runner().invoke(args=["audit", "verify", "--client", client_id])
     with app.app_context():
-        db.engine.dispose()
+        for engine in db.engines.values():
+            engine.dispose()
     assert result.exit_code == 0, result.output
 
 

@@ -48,7 +48,8 @@ def stored(database_url, write_old: int = 0) -> list[str]:
         session.commit()
         keys = sorted(session.scalars(select(IdempotencyRecord.key)))
         session.close()
-        db.engine.dispose()
+        for engine in db.engines.values():
+            engine.dispose()
     return keys
 
 

@@ -36,7 +36,8 @@ def revoke(database_url, name):
     app = create_app(config_for(database_url))
     with app.app_context():
         ApiKeys(db.session(), app.config["CLOCK"]).revoke(name)
-        db.engine.dispose()
+        for engine in db.engines.values():
+            engine.dispose()
 
 
 def scrape(url) -> Counter:
