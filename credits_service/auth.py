@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 
 from . import metrics
 from .errors import HTTP_MESSAGES, error_response
-from .extensions import db, limiter
+from .extensions import limiter, request_session
 from .services.keys import ApiKeys, Principal
 
 security_log = logging.getLogger("credits_service.security")
@@ -25,7 +25,7 @@ def _presented_key() -> str:
 def current_principal() -> Principal | None:
     """The caller, resolved once per request (the rate limiter asks before the guard does)."""
     if "principal_checked" not in g:
-        result = ApiKeys(db.session(), current_app.config["CLOCK"]).check(_presented_key())
+        result = ApiKeys(request_session(), current_app.config["CLOCK"]).check(_presented_key())
         g.principal_checked = True
         g.principal = result.principal
         if result.failure:

@@ -439,3 +439,40 @@ def test_the_functions_kept_by_ensure_sync_are_bounded(app):
         func = make(i)
         assert app.ensure_sync(func) is func
     assert len(app._sync_callables) <= app.SYNC_CALLABLES_KEPT
+
+
+@pytest.mark.parametrize(("method", "path", "key"), [
+    ("GET", "/api/clients/acme/quota-status", "service"),
+    ("GET", "/api/admin/clients/acme/quota", "read"),
+    ("POST", USAGE, "service"),
+])
+def test_an_autocommit_request_with_a_cached_key_makes_no_orm_session(api, app, acme, monkeypatch, method, path, key):
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            pytest.skip("on SQLite every request is a transaction of the session")
+    made = []
+    make = db.session.registry.createfunc
+    monkeypatch.setattr(db.session.registry, "createfunc", lambda: made.append(1) or make())
+    assert api.request(method, path, key=key).status_code == 200  # the key is looked up: a session
+    assert made == [1]
+    made.clear()
+    assert api.request(method, path, key=key).status_code == 200
+    assert made == []
+    # A grant needs one, and gets it on first use.
+    assert api.post("/api/admin/clients/acme/credits", json={"action": "grant", "amount": 1},
+                    key="write").status_code == 200
+    assert made
+
+
+def test_a_lazy_session_knows_its_engine_without_being_made(app):
+    from credits_service.extensions import request_session
+
+    with app.app_context():
+        session = request_session()
+        engine = session.get_bind()
+        assert session.in_transaction() is False
+        assert not db.session.registry.has()
+        assert engine is db.session().get_bind()
+        session.execute(text("SELECT 1"))  # made now: the session's own transaction
+        assert session.in_transaction() is True and db.session().in_transaction() is True
+        db.session.remove()

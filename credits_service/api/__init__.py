@@ -10,7 +10,7 @@ from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.routing import BaseConverter
 
 from ..auth import auth
-from ..extensions import db
+from ..extensions import request_session
 from ..schemas import CLIENT_ID_PATTERN
 from ..services.audit import AuditTrail
 from ..services.audit_log import AuditLogReader
@@ -81,25 +81,25 @@ class Blueprint(SmorestBlueprint):
 
 
 def audit_trail() -> AuditTrail:
-    return AuditTrail(db.session(), current_app.extensions["audit_keys"])
+    return AuditTrail(request_session(), current_app.extensions["audit_keys"])
 
 
 def credits_service() -> CreditsService:
-    return CreditsService(db.session(), current_app.config["CLOCK"], audit_trail())
+    return CreditsService(request_session(), current_app.config["CLOCK"], audit_trail())
 
 
 def grants_service() -> GrantsService:
-    return GrantsService(db.session(), current_app.config["CLOCK"], audit_trail())
+    return GrantsService(request_session(), current_app.config["CLOCK"], audit_trail())
 
 
 def audit_log_reader() -> AuditLogReader:
-    return AuditLogReader(db.session())
+    return AuditLogReader(request_session())
 
 
 def idempotency_keys() -> IdempotencyKeys:
     config = current_app.config
     return IdempotencyKeys(
-        db.session(),
+        request_session(),
         config["CLOCK"],
         ttl=timedelta(hours=config["IDEMPOTENCY_TTL_HOURS"]),
         lock_timeout=timedelta(seconds=config["IDEMPOTENCY_LOCK_SECONDS"]),
