@@ -18,6 +18,7 @@ key for 2 s). Rate limits are off through RATELIMIT_ENABLED=false, as bench/harn
 import os
 from datetime import UTC, datetime
 from functools import wraps
+from types import FunctionType, MethodType
 
 from flask import Flask
 from flask_httpauth import HTTPTokenAuth
@@ -35,16 +36,24 @@ from credits_service.services.keys import ROLE_GRANTS, hash_key
 
 
 class KeptSyncFlask(Flask):
+    """Keeps the functions found synchronous, as the service's Flask does (CreditsFlask)."""
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._sync_callables = {}
+        self._sync_functions = set()
 
     def ensure_sync(self, func):
-        try:
-            return self._sync_callables[func]
-        except KeyError:
-            sync = self._sync_callables[func] = super().ensure_sync(func)
-            return sync
+        if func in self._sync_functions:  # every callable here is hashable
+            return func
+        function = func.__func__ if type(func) is MethodType else func
+        if type(function) is not FunctionType:
+            return super().ensure_sync(func)
+        if function in self._sync_functions:
+            return func
+        sync = super().ensure_sync(func)
+        if sync is func:
+            self._sync_functions.add(function)
+        return sync
 
 
 app = KeptSyncFlask(__name__)

@@ -36,9 +36,11 @@ class LazySession:
     statement (quota-status, the quota read, a consumption) never needs one: until the session is
     made it has no transaction, and its engine is known without it. Making and removing a session
     is about 5 % of such a request's instructions. Everything else is the session's own.
+    Like db.session, it stands for the session of the app context it is used in: make one per
+    request (request_session) and use it there.
     """
 
-    __slots__ = ("_scoped", "_engine")
+    __slots__ = ("_engine", "_scoped")
 
     def __init__(self, scoped: scoped_session, engine: Engine):
         self._scoped = scoped

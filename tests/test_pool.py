@@ -46,8 +46,8 @@ def test_an_idle_connection_that_died_is_replaced_before_use(api, acme, end_pool
     assert api.get(STATUS, key="service").get_json()["generationsLimit"] == 102
 
 
-def test_a_busy_connection_is_not_pinged_and_a_dead_one_costs_one_request(api, acme, end_pooled_connections,
-                                                                           monkeypatch):
+def test_a_busy_connection_is_not_pinged_and_a_dead_one_costs_one_request_per_pool(
+        api, acme, end_pooled_connections, monkeypatch):
     for _ in range(2):  # the second, with its key cached, on the autocommit pool
         assert api.get(STATUS, key="service").status_code == 200
     assert api.post(GRANT, json={"action": "grant", "amount": 1}, key="write").status_code == 200

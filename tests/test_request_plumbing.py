@@ -169,7 +169,7 @@ def test_an_autocommit_request_borrows_one_connection_and_no_session_transaction
         assert connection.connection.driver_connection.autocommit is True
 
 
-def test_the_autocommit_engine_reaches_the_same_database_with_the_same_options(app):
+def test_the_autocommit_engine_reaches_the_same_database_at_the_same_level_and_timeout(app):
     with app.app_context():
         engine = db.engine
         if engine.dialect.name == "sqlite":
@@ -431,14 +431,41 @@ def test_a_coroutine_function_is_still_made_sync_or_refused(app):
             app.ensure_sync(view)
 
 
+def test_callables_that_are_not_plain_functions_are_made_sync_as_flask_does(app):
+    class Unhashable:
+        __hash__ = None
+
+        def __call__(self):
+            return "called"
+
+    class View:
+        def dispatch(self):
+            return "dispatched"
+
+        async def dispatch_later(self):
+            return "later"
+
+    unhashable = Unhashable()
+    assert app.ensure_sync(unhashable) is unhashable
+    for _ in range(3):  # a bound method made per call, as a MethodView's is per request
+        method = View().dispatch
+        assert app.ensure_sync(method) is method
+        with pytest.raises(RuntimeError, match="async"):
+            app.ensure_sync(View().dispatch_later)
+    # What is kept is the class's function, once: no instance is held.
+    assert View.dispatch in app._sync_functions
+    assert not [kept for kept in app._sync_functions if hasattr(kept, "__self__")]
+    assert View.dispatch_later not in app._sync_functions
+
+
 def test_the_functions_kept_by_ensure_sync_are_bounded(app):
     def make(i):
         return lambda: i
 
-    for i in range(app.SYNC_CALLABLES_KEPT * 3):
+    for i in range(app.SYNC_FUNCTIONS_KEPT * 3):
         func = make(i)
         assert app.ensure_sync(func) is func
-    assert len(app._sync_callables) <= app.SYNC_CALLABLES_KEPT
+    assert len(app._sync_functions) <= app.SYNC_FUNCTIONS_KEPT
 
 
 @pytest.mark.parametrize(("method", "path", "key"), [
