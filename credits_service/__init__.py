@@ -115,7 +115,6 @@ def create_app(config: type[Config] | None = None) -> Flask:
         get_swaggerui_blueprint("/docs", "/openapi.json", config={"app_name": "credits-service", "validatorUrl": None})
     )
 
-    app.teardown_appcontext(lambda exc: db.session.remove())
     purger.init_app(app)
 
     from .cli import audit_cli, idempotency_cli, keys_cli

@@ -503,3 +503,21 @@ def test_a_lazy_session_knows_its_engine_without_being_made(app):
         session.execute(text("SELECT 1"))  # made now: the session's own transaction
         assert session.in_transaction() is True and db.session().in_transaction() is True
         db.session.remove()
+
+
+def test_a_session_made_by_a_request_is_removed_with_its_connection_at_teardown(api, app, acme):
+    key = make_key(app, "never-checked", "service")  # its check makes the request's session, and
+    # the read goes on in that session's transaction: only the teardown ends it
+    ended = []
+
+    def record(_session, transaction):
+        ended.append(transaction)
+
+    event.listen(db.session, "after_transaction_end", record)
+    try:
+        assert api.get("/api/clients/acme/quota-status", key=key).status_code == 200
+    finally:
+        event.remove(db.session, "after_transaction_end", record)
+    _, engines = app_engines(app)
+    assert ended, "the request's session transaction never ended"
+    assert all(each.pool.checkedout() == 0 for each in engines)
