@@ -82,7 +82,7 @@ def _limited(view, limit_kind: str):
     """view under the kind's rate limit: one budget per principal across every route of the kind,
     not one per route. With rate limits off (RATELIMIT_ENABLED=false), the view is called without
     Flask-Limiter's decorator, which would otherwise resolve the route's limits on every request
-    only to find it has nothing to do (a tenth of a quota-status request's instructions)."""
+    only to find it has nothing to do (about 8 % of a quota-status request's instructions)."""
     limited = limiter.shared_limit(_rate_limit(limit_kind), scope=limit_kind, key_func=rate_limit_key)(view)
 
     @wraps(view)
