@@ -19,7 +19,7 @@ from .logs import configure_logging, register_access_log
 from .openapi import SchemaPlugin
 from .pool import ping_idle_connections
 from .schemas import ErrorSchema
-from .services.transactions import use_autocommit_engine
+from .services.transactions import AUTOCOMMIT, use_autocommit_engine
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 AUTOCOMMIT_BIND = "autocommit"
@@ -67,9 +67,9 @@ class CreditsFlask(Flask):
             return func
         sync = super().ensure_sync(func)
         if sync is func:
-            if len(self._sync_functions) >= self.SYNC_FUNCTIONS_KEPT:
-                self._sync_functions.clear()
-            self._sync_functions.add(function)
+            if len(kept) >= self.SYNC_FUNCTIONS_KEPT:
+                kept.clear()
+            kept.add(function)
         return sync
 
 
@@ -139,7 +139,7 @@ def _configure_database_url(app: Flask) -> None:
         # No model is bound to it: everything else uses the default engine.
         app.config["SQLALCHEMY_BINDS"] = {
             **app.config.get("SQLALCHEMY_BINDS", {}),
-            AUTOCOMMIT_BIND: {**options, "url": app.config["SQLALCHEMY_DATABASE_URI"], "isolation_level": "AUTOCOMMIT"},
+            AUTOCOMMIT_BIND: {**options, "url": app.config["SQLALCHEMY_DATABASE_URI"], "isolation_level": AUTOCOMMIT},
         }
 
 
