@@ -6,10 +6,10 @@ flask-smorest's Blueprint with webargs parsing the body and marshmallow dumping 
 service's own schemas), flask-httpauth's bearer guard with roles, Flask-Limiter's decorator
 (called only when rate limits are on, as the service does; they are off in the benchmark), and
 SQLAlchemy Core executing the service's own compiled statements on a pooled connection outside
-a transaction. Flask keeps its answer to "is this a coroutine function?" per function, as the
-service's Flask does (credits_service.CreditsFlask). What the service pays beyond this floor is its own: the
-ORM session, its request hooks (request id, access log, metrics), the key check, the service
-layer and its error handling. `bench/run.sh floor` measures the three side by side.
+a transaction, on the service's Flask subclass (credits_service.CreditsFlask, which keeps its
+answer to "is this a coroutine function?" per function). What the service pays beyond this floor
+is its own: the ORM session, its request hooks (request id, access log, metrics), the key check,
+the service layer and its error handling. `bench/run.sh floor` measures the three side by side.
 
 Keys: a bearer key is looked up by its hash once per worker and kept (the service keeps a valid
 key for 2 s). Rate limits are off through RATELIMIT_ENABLED=false, as bench/harness.py sets them.
@@ -18,45 +18,25 @@ key for 2 s). Rate limits are off through RATELIMIT_ENABLED=false, as bench/harn
 import os
 from datetime import UTC, datetime
 from functools import wraps
-from types import FunctionType, MethodType
 
-from flask import Flask
 from flask_httpauth import HTTPTokenAuth
 from flask_limiter import Limiter
 from flask_smorest import Api, Blueprint
 from sqlalchemy import create_engine, select
 
+from credits_service import CreditsFlask
 from credits_service.models import ApiKey
 from credits_service.months import month_of, next_month_start
 from credits_service.plans import UNLIMITED, effective_limit, remaining
-from credits_service.schemas import QuotaStatusSchema, UsageConsumeSchema, UsageResultSchema
+from credits_service.schemas import (
+    QuotaStatusSchema,
+    UsageConsumeSchema,
+    UsageResultSchema,
+)
 from credits_service.services.credits import _CONSUME_AT_ONCE, _QUOTA_WITH_MONTH
 from credits_service.services.keys import ROLE_GRANTS, hash_key
 
-
-
-class KeptSyncFlask(Flask):
-    """Keeps the functions found synchronous, as the service's Flask does (CreditsFlask)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._sync_functions = set()
-
-    def ensure_sync(self, func):
-        if func in self._sync_functions:  # every callable here is hashable
-            return func
-        function = func.__func__ if type(func) is MethodType else func
-        if type(function) is not FunctionType:
-            return super().ensure_sync(func)
-        if function in self._sync_functions:
-            return func
-        sync = super().ensure_sync(func)
-        if sync is func:
-            self._sync_functions.add(function)
-        return sync
-
-
-app = KeptSyncFlask(__name__)
+app = CreditsFlask(__name__)
 app.config.update(API_TITLE="floor", API_VERSION="1", OPENAPI_VERSION="3.0.3",
                   RATELIMIT_ENABLED=os.environ.get("RATELIMIT_ENABLED", "true").lower() != "false")
 engine = create_engine(os.environ["DATABASE_URL"], isolation_level="AUTOCOMMIT")
