@@ -7,12 +7,13 @@ Migrations build the schema; every table is emptied between tests.
 
 import os
 import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import psycopg
 import pytest
 from flask_migrate import upgrade
-from sqlalchemy import make_url, text
+from sqlalchemy import event, make_url, text
 
 from credits_service import create_app
 from credits_service.config import TestConfig, utc_now
@@ -52,6 +53,28 @@ def make_postgres_database(postgres_server_url):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def dispose_engines(app) -> None:
+    """Close the pooled connections of every engine of app (on PostgreSQL, two: see create_app)."""
+    with app.app_context():
+        for engine in db.engines.values():
+            engine.dispose()
+
+
+@contextmanager
+def every_statement(app, record):
+    """Inside the block, record(connection, cursor, statement, parameters, context, executemany)
+    hears every statement any engine of app sends."""
+    with app.app_context():
+        engines = list(db.engines.values())
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
+
+
 def config_for(database_url: str, **overrides) -> type[TestConfig]:
     return type("Config", (TestConfig,), {"SQLALCHEMY_DATABASE_URI": database_url, **overrides})
 
@@ -61,8 +84,7 @@ def migrated(database_url: str) -> None:
     enable_migrations(app)
     with app.app_context():
         upgrade()
-        for engine in db.engines.values():
-            engine.dispose()
+    dispose_engines(app)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -115,8 +137,7 @@ def app(app_config):
             for table in db.metadata.sorted_tables:
                 session.execute(table.delete())
         session.commit()
-        for engine in db.engines.values():
-            engine.dispose()
+    dispose_engines(app)
 
 
 @pytest.fixture
@@ -138,9 +159,7 @@ def issue_keys(database_url: str, **roles_by_name: str) -> dict[str, str]:
     """Keys for a database that real server processes use: {name: key}."""
     app = create_app(config_for(database_url))
     keys = {name: make_key(app, name, role) for name, role in roles_by_name.items()}
-    with app.app_context():
-        for engine in db.engines.values():
-            engine.dispose()
+    dispose_engines(app)
     return keys
 
 

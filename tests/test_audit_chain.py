@@ -13,7 +13,7 @@ from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError
 
-from conftest import config_for
+from conftest import config_for, dispose_engines
 from credits_service import create_app
 from credits_service.audit_keys import ConfigurationError, load_audit_keys, make_dev_key
 from credits_service.config import TestConfig
@@ -269,9 +269,7 @@ def test_entries_signed_by_an_older_key_still_verify_after_a_rotation(database_u
     result = without_old.test_cli_runner().invoke(args=["audit", "verify"])
     assert_broken(result, "acme", "unknown key", chains["acme"][0])
     for app in (rotated, without_old):
-        with app.app_context():
-            for engine in db.engines.values():
-                engine.dispose()
+        dispose_engines(app)
 
 
 def test_an_entry_signed_with_another_key_is_changed(database_url, clock, chains, runner):
@@ -280,9 +278,7 @@ def test_an_entry_signed_with_another_key_is_changed(database_url, clock, chains
                                      AUDIT_HMAC_KEYS=f"{TEST_KEY_ID}:an-impostor-secret-of-enough-length-000"))
     result = impostor.test_cli_runner().invoke(args=["audit", "verify", "--client", "acme"])
     assert_broken(result, "acme", "changed", chains["acme"][0])
-    with impostor.app_context():
-        for engine in db.engines.values():
-            engine.dispose()
+    dispose_engines(impostor)
 
 
 @pytest.mark.parametrize(("value", "message"), [

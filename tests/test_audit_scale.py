@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 
 import pytest
-from sqlalchemy import event, insert, text
+from sqlalchemy import insert, text
 
-from conftest import make_key
+from conftest import every_statement, make_key
 from credits_service.extensions import db
 from credits_service.models import CreditAuditLog
 
@@ -130,14 +130,8 @@ def planned_indexes(app, api, path):
             statements.append((statement, parameters))
 
     with app.app_context():
-        engines = list(db.engines.values())  # the quota read runs on the autocommit pool
-        for engine in engines:
-            event.listen(engine, "before_cursor_execute", capture)
-        try:
+        with every_statement(app, capture):  # the quota read runs on the autocommit pool
             response = api.get(path, key="read")
-        finally:
-            for engine in engines:
-                event.remove(engine, "before_cursor_execute", capture)
         assert response.status_code == 200, response.get_json()
         assert statements, "no audit log query ran"
         with db.engine.connect() as conn:

@@ -7,9 +7,8 @@ from contextlib import contextmanager
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import assert_error, config_for, make_key
+from conftest import assert_error, config_for, dispose_engines, make_key
 from credits_service import create_app
-from credits_service.extensions import db
 from integration.servers import free_port
 
 SECRET_CLIENT = "acme-7f3a9c-private"
@@ -27,9 +26,7 @@ def own_client(database_url: str, **settings):
     try:
         yield app.test_client()
     finally:
-        with app.app_context():
-            for engine in db.engines.values():
-                engine.dispose()
+        dispose_engines(app)
 
 
 def scrape(client) -> dict[tuple[str, tuple], float]:

@@ -8,7 +8,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DatabaseError
 
-from conftest import config_for, make_key
+from conftest import config_for, dispose_engines, make_key
 from credits_service import create_app
 from credits_service.extensions import db
 
@@ -36,9 +36,7 @@ def fresh_app(request, database_url, tmp_path):
         url = request.getfixturevalue("make_postgres_database")()
     app = create_app(config_for(url))
     yield app
-    with app.app_context():
-        for engine in db.engines.values():
-            engine.dispose()
+    dispose_engines(app)
 
 
 def flask_db(app, *args):

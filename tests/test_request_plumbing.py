@@ -7,7 +7,7 @@ import time
 import pytest
 from sqlalchemy import event, text
 
-from conftest import make_key
+from conftest import every_statement, make_key
 from credits_service import AUTOCOMMIT_BIND
 from credits_service.extensions import db
 
@@ -47,16 +47,12 @@ def database_events(app):
 def statements(app):
     """The SQL of every statement sent during the test."""
     sent = []
-    _, engines = app_engines(app)
 
     def record(_connection, _cursor, statement, *_):
         sent.append(statement)
 
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", record)
-    yield sent
-    for engine in engines:
-        event.remove(engine, "before_cursor_execute", record)
+    with every_statement(app, record):
+        yield sent
 
 
 def test_consumption_checks_its_key_and_writes_in_one_transaction(api, app, acme, database_events):
@@ -95,16 +91,13 @@ def driver_modes(app):
     only then, so autocommit on means the statement was the request's only round trip.
     """
     seen = []
-    engine, engines = app_engines(app)
+    engine, _ = app_engines(app)
 
     def record(connection, _cursor, statement, *_):
         seen.append((statement.split()[0], connection.connection.driver_connection.autocommit))
 
-    for each in engines:
-        event.listen(each, "before_cursor_execute", record)
-    yield engine, seen
-    for each in engines:
-        event.remove(each, "before_cursor_execute", record)
+    with every_statement(app, record):
+        yield engine, seen
 
 
 @pytest.mark.parametrize("path", ["/api/clients/acme/quota-status", "/api/admin/clients/acme/quota"])

@@ -16,9 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import config_for, issue_keys, migrated
+from conftest import config_for, dispose_engines, issue_keys, migrated
 from credits_service import create_app
-from credits_service.extensions import db
 
 from .servers import Instance
 
@@ -119,9 +118,7 @@ def assert_audit_chain_intact(backend, client_id):
     """The client's hash chain, appended by racing workers, recomputes without a gap or fork."""
     app = create_app(config_for(backend[1]))
     result = app.test_cli_runner().invoke(args=["audit", "verify", "--client", client_id])
-    with app.app_context():
-        for engine in db.engines.values():
-            engine.dispose()
+    dispose_engines(app)
     assert result.exit_code == 0, result.output
 
 

@@ -9,7 +9,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from conftest import config_for, issue_keys, migrated
+from conftest import config_for, dispose_engines, issue_keys, migrated
 from credits_service import create_app
 from credits_service.config import utc_now
 from credits_service.extensions import db
@@ -48,8 +48,7 @@ def stored(database_url, write_old: int = 0) -> list[str]:
         session.commit()
         keys = sorted(session.scalars(select(IdempotencyRecord.key)))
         session.close()
-        for engine in db.engines.values():
-            engine.dispose()
+    dispose_engines(app)
     return keys
 
 

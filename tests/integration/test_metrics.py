@@ -8,7 +8,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import config_for, issue_keys, migrated
+from conftest import config_for, dispose_engines, issue_keys, migrated
 from credits_service import create_app
 from credits_service.extensions import db
 from credits_service.services.keys import ApiKeys
@@ -36,8 +36,7 @@ def revoke(database_url, name):
     app = create_app(config_for(database_url))
     with app.app_context():
         ApiKeys(db.session(), app.config["CLOCK"]).revoke(name)
-        for engine in db.engines.values():
-            engine.dispose()
+    dispose_engines(app)
 
 
 def scrape(url) -> Counter:
