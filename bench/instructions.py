@@ -24,13 +24,18 @@ import os
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNT = int(os.environ.get("COUNT", "200"))
 WARM = int(os.environ.get("WARM", "100"))
-APPS = {"service": "app", "floor": "bench.floor", "ceiling": "bench.ceiling"}
+# side -> module[:attribute] holding its WSGI app (attribute "app" when not given). The bounds
+# mode's variants (bench/bounds.py) are counted here too.
+APPS = {"service": "app", "floor": "bench.floor", "ceiling": "bench.ceiling",
+        "floor-plain": "bench.bounds:floor_plain", "service-plain": "bench.bounds:service_plain",
+        "service-bare": "bench.bounds:service_bare"}
 PLATFORM = ("POST usage", "GET quota-status")
 
 CONTROL_C = """
@@ -49,8 +54,9 @@ def child(side: str, method: str, path: str, key: str, body: str, control: str) 
 
     sys.path.insert(0, str(ROOT))
     os.chdir(ROOT)
-    app = importlib.import_module(APPS[side]).app
-    if side == "service":
+    module, _, attribute = APPS[side].partition(":")
+    app = getattr(importlib.import_module(module), attribute or "app")
+    if side.startswith("service"):
         # A valid key is checked again after 2 s of real time; under valgrind, which runs some 50
         # times slower, that would be every few dozen requests instead of every thousand or so.
         from credits_service.services import keys
@@ -102,8 +108,9 @@ def count(side: str, method: str, path: str, key: str, body: str, env: dict, wor
     return total // COUNT
 
 
-def run(label: str) -> dict:
-    from endpoints import ENDPOINTS
+@contextmanager
+def counting_setup():
+    """A seeded database and what count() needs: yields (keys by role, environment, workdir)."""
     from harness import (
         Gunicorn,
         fresh_database,
@@ -117,9 +124,6 @@ def run(label: str) -> dict:
     with Gunicorn("app:app", database_url) as service:
         seed_clients(service.url, keys["write"])
     env = service_env(database_url)
-    rows = []
-    print(f"instructions per request, {COUNT} requests counted after {WARM} (valgrind callgrind, in-process)")
-    print(f"{'endpoint':<20} {'service':>11} {'floor':>11} {'ceiling':>11} {'ceiling/service':>15}", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(scratch)
         (workdir / "count.c").write_text(CONTROL_C)
@@ -128,6 +132,16 @@ def run(label: str) -> dict:
         (workdir / "metrics").mkdir()
         subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(workdir / "count.so"), str(workdir / "count.c")],
                        check=True)
+        yield keys, env, workdir
+
+
+def run(label: str) -> dict:
+    from endpoints import ENDPOINTS
+
+    rows = []
+    print(f"instructions per request, {COUNT} requests counted after {WARM} (valgrind callgrind, in-process)")
+    print(f"{'endpoint':<20} {'service':>11} {'floor':>11} {'ceiling':>11} {'ceiling/service':>15}", flush=True)
+    with counting_setup() as (keys, env, workdir):
         # The quota read first: the grants' audit entries would change what it answers.
         for name, method, path, role, body in ENDPOINTS:
             sides = ("service", "floor", "ceiling") if name in PLATFORM else ("service", "ceiling")

@@ -6,6 +6,7 @@
 #   bench/run.sh profile       py-spy on the gunicorn workers under load
 #   bench/run.sh floor         the platform routes: service, framework floor, raw ceiling
 #   bench/run.sh instructions  instructions per request (valgrind): service, floor, ceiling
+#   bench/run.sh bounds        quota-status's instructions with parts of the stack taken away
 # Settings (environment): DURATION (s per leg, 10), WORKERS (4), CONNECTIONS (16), CLIENTS (1000),
 # LABEL (names the result files, "latest").
 set -euo pipefail
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 { [ -x .venv/bin/py-spy ] && .venv/bin/python -c "import matplotlib" 2>/dev/null; } || .venv/bin/python -m pip install --quiet -e '.[test,bench]'
 
-if [ "${1:-}" = instructions ] && ! command -v valgrind >/dev/null; then
+if { [ "${1:-}" = instructions ] || [ "${1:-}" = bounds ]; } && ! command -v valgrind >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind
 fi
 
@@ -24,5 +25,6 @@ case "${1:-endpoints}" in
     profile) exec .venv/bin/python bench/profile.py ;;
     floor) exec .venv/bin/python bench/floor_compare.py ;;
     instructions) exec .venv/bin/python bench/instructions.py ;;
-    *) echo "usage: bench/run.sh [endpoints|audit-scale|profile|floor|instructions]" >&2; exit 2 ;;
+    bounds) exec .venv/bin/python bench/bounds.py ;;
+    *) echo "usage: bench/run.sh [endpoints|audit-scale|profile|floor|instructions|bounds]" >&2; exit 2 ;;
 esac
