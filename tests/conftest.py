@@ -61,18 +61,23 @@ def dispose_engines(app) -> None:
 
 
 @contextmanager
+def listening(*listeners):
+    """Inside the block, each (target, event name, function) of listeners is listened to."""
+    for target, name, function in listeners:
+        event.listen(target, name, function)
+    try:
+        yield
+    finally:
+        for target, name, function in listeners:
+            event.remove(target, name, function)
+
+
 def every_statement(app, record):
     """Inside the block, record(connection, cursor, statement, parameters, context, executemany)
     hears every statement any engine of app sends."""
     with app.app_context():
         engines = list(db.engines.values())
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", record)
+    return listening(*[(engine, "before_cursor_execute", record) for engine in engines])
 
 
 def config_for(database_url: str, **overrides) -> type[TestConfig]:

@@ -5,9 +5,9 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
-from conftest import every_statement, make_key
+from conftest import every_statement, listening, make_key
 from credits_service import AUTOCOMMIT_BIND
 from credits_service.extensions import db
 
@@ -36,11 +36,8 @@ def database_events(app):
             (each, "before_cursor_execute", lambda _c, _cur, statement, *_: seen.append(statement.split()[0])),
         ]
     ]
-    for target, name, listener in listeners:
-        event.listen(target, name, listener)
-    yield engine, seen
-    for target, name, listener in listeners:
-        event.remove(target, name, listener)
+    with listening(*listeners):
+        yield engine, seen
 
 
 @pytest.fixture
@@ -144,13 +141,8 @@ def test_an_autocommit_request_borrows_one_connection_and_no_session_transaction
     seen.clear()
     listeners = [(db.session, "after_begin", record)] + [
         (target.pool, "checkout", count_checkout(target)) for target in checkouts]
-    for target, name, listener in listeners:
-        event.listen(target, name, listener)
-    try:
+    with listening(*listeners):
         assert api.request(method, path, key=key).status_code == 200
-    finally:
-        for target, name, listener in listeners:
-            event.remove(target, name, listener)
     # SQLAlchemy's own begin/rollback bookkeeping on an autocommit connection sends nothing.
     assert [step for step in seen if step not in ("begin", "rollback")] == ["checkout", *statements]
     assert session_transactions == []
@@ -506,11 +498,8 @@ def test_a_session_made_by_a_request_is_removed_with_its_connection_at_teardown(
     def record(_session, transaction):
         ended.append(transaction)
 
-    event.listen(db.session, "after_transaction_end", record)
-    try:
+    with listening((db.session, "after_transaction_end", record)):
         assert api.get("/api/clients/acme/quota-status", key=key).status_code == 200
-    finally:
-        event.remove(db.session, "after_transaction_end", record)
     _, engines = app_engines(app)
     assert ended, "the request's session transaction never ended"
     assert all(each.pool.checkedout() == 0 for each in engines)
