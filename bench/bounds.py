@@ -89,6 +89,7 @@ def __getattr__(name: str):
 
 def main() -> None:
     from endpoints import ENDPOINTS
+    from harness import RESULTS
     from instructions import COUNT, WARM, count, counting_setup
 
     label = os.environ.get("LABEL", "latest")
@@ -101,9 +102,8 @@ def main() -> None:
             print(f"{side:<14} {counted[side]:>11,} {counted[side] / counted['ceiling']:>6.2f}x the ceiling", flush=True)
     report = {"label": label, "when": datetime.now(UTC).isoformat(timespec="seconds"), "endpoint": name,
               "settings": {"counted": COUNT, "warm": WARM}, "instructions": counted}
-    out = os.path.join(os.path.dirname(__file__), "results", f"bounds-{label}.json")
-    with open(out, "w") as file:
-        file.write(json.dumps(report, indent=2) + "\n")
+    out = RESULTS / f"bounds-{label}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
 
 

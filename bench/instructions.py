@@ -159,7 +159,9 @@ def run(label: str) -> dict:
 def main() -> None:
     label = os.environ.get("LABEL", "latest")
     report = run(label)
-    out = ROOT / "bench" / "results" / f"instructions-{label}.json"
+    from harness import RESULTS
+
+    out = RESULTS / f"instructions-{label}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
 
