@@ -39,7 +39,7 @@ install: $(VENV)/.installed
 ## make run: install the runtime set, make a development audit key unless AUDIT_HMAC_KEYS is set,
 ## migrate, print a write key on an empty database, serve on http://$(HOST):$(PORT)
 run: $(VENV)/.installed-runtime
-	@$(BIN)/python -m credits_service.audit_dev_key
+	@$(BIN)/python -m credits_service.audit.keys
 	$(BIN)/flask --app app db upgrade
 	@$(BIN)/flask --app app keys bootstrap
 	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 1 --threads 4 --no-control-socket app:app

@@ -45,9 +45,10 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     own_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="credits-prometheus-")
 
 
-from credits_service.config import validate_environment  # noqa: E402
+from credits_service.config import Config, exit_when_misconfigured  # noqa: E402
 
-validate_environment()
+with exit_when_misconfigured():
+    Config.from_environment()
 
 
 def on_starting(server):

@@ -2,16 +2,15 @@
 
 import logging
 from collections.abc import Callable
-from functools import wraps
 
 from flask import current_app, g, request
 from flask_httpauth import HTTPTokenAuth
 from flask_smorest import Blueprint
 
-from . import metrics
+from . import metrics, services
 from .errors import HTTP_MESSAGES, error_response
-from .extensions import limiter, request_session
-from .services.keys import ApiKeys, Principal
+from .extensions import limiter
+from .services.api_keys import Principal
 
 security_log = logging.getLogger("credits_service.security")
 auth = HTTPTokenAuth(scheme="Bearer")
@@ -25,7 +24,7 @@ def _presented_key() -> str:
 def current_principal() -> Principal | None:
     """The caller, resolved once per request (the rate limiter asks before the guard does)."""
     if "principal_checked" not in g:
-        result = ApiKeys(request_session(), current_app.config["CLOCK"]).check(_presented_key())
+        result = services.api_keys().check(_presented_key())
         g.principal_checked = True
         g.principal = result.principal
         if result.failure:
@@ -78,23 +77,11 @@ def _rate_limit(kind: str) -> Callable[[], str]:
     return limit
 
 
-def _limited(view, limit_kind: str):
-    """view under the kind's rate limit: one budget per principal across every route of the kind,
-    not one per route. With rate limits off (RATELIMIT_ENABLED=false), the view is called without
-    Flask-Limiter's decorator, which would otherwise resolve the route's limits on every request
-    only to find it has nothing to do (about 8 % of a quota-status request's instructions)."""
-    limited = limiter.shared_limit(_rate_limit(limit_kind), scope=limit_kind, key_func=rate_limit_key)(view)
-
-    @wraps(view)
-    def limited_when_enabled(*args, **kwargs):
-        return (limited if current_app.config["RATELIMIT_ENABLED"] else view)(*args, **kwargs)
-
-    return limited_when_enabled
-
-
 def _guard(roles: list[str], limit_kind: str):
     def decorate(view):
-        guarded = _limited(auth.login_required(role=roles)(view), limit_kind)
+        # One budget per principal across every route of the kind, not one per route.
+        limited = limiter.shared_limit(_rate_limit(limit_kind), scope=limit_kind, key_func=rate_limit_key)
+        guarded = limited(auth.login_required(role=roles)(view))
         return Blueprint.doc(
             security=[{"bearerAuth": []}],
             description=f"{(view.__doc__ or '').strip()}\n\nRequires a key with role: {' or '.join(roles)}.",

@@ -9,6 +9,8 @@ whichever library would trip over it first.
 import os
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.util import find_spec
@@ -173,6 +175,9 @@ SETTINGS = (
     Setting("RATE_LIMIT_READ", "rate_limit", "200/minute", RATE_LIMIT),
     Setting("RATE_LIMIT_WRITE", "rate_limit", "50/minute", RATE_LIMIT),
     Setting("RATE_LIMIT_SERVICE", "rate_limit", "6000/minute", RATE_LIMIT),
+    # How long a worker trusts a key it found valid before asking the database again: a
+    # revocation takes effect everywhere within this (0: every request asks).
+    Setting("API_KEY_CACHE_SECONDS", "non_negative_int", 2, "seconds, 0 to ask the database every time, e.g. 2"),
     Setting("IDEMPOTENCY_TTL_HOURS", "positive_int", 24, "hours, at least 1, e.g. 24"),
     # A request that claimed a key and then died (killed worker) frees the key after this long.
     Setting("IDEMPOTENCY_LOCK_SECONDS", "positive_int", 60, "seconds, at least 1, e.g. 60"),
@@ -189,8 +194,8 @@ SETTINGS = (
 )
 
 
-class InvalidConfiguration(Exception):
-    """One line per bad variable."""
+class ConfigurationError(Exception):
+    """The app cannot start: one line per bad setting, each saying what to set."""
 
 
 def _with_setting_defaults(cls):
@@ -221,7 +226,7 @@ class Config:
 
     @classmethod
     def from_environment(cls) -> type["Config"]:
-        """This class with every setting the environment gives; InvalidConfiguration names the bad ones."""
+        """This class with every setting the environment gives; ConfigurationError names the bad ones."""
         env = Env(eager=False)
         for name, field in PARSERS.items():
             env.add_parser_from_field(name, field)
@@ -229,7 +234,7 @@ class Config:
         try:
             env.seal()
         except EnvValidationError as error:
-            raise InvalidConfiguration("\n".join(
+            raise ConfigurationError("\n".join(
                 s.refusal(os.environ[s.name], error.error_messages[s.name])
                 for s in SETTINGS if s.name in error.error_messages
             )) from None
@@ -244,14 +249,12 @@ class TestConfig(Config):
     AUDIT_HMAC_KEYS = "test:test-audit-key-not-for-production-0123456789"
 
 
-def validate_environment() -> type[Config]:
-    """Config.from_environment(), or exit with its lines on stderr and no traceback.
-
-    What the processes that serve the app call before anything else: app.py, and a
-    gunicorn.conf.py, so the master stops before it forks a worker.
-    """
+@contextmanager
+def exit_when_misconfigured() -> Iterator[None]:
+    """The one exit path for bad configuration, where a process starts (app.py, gunicorn.conf.py):
+    the error's lines on stderr and EXIT_INVALID_CONFIGURATION, no traceback."""
     try:
-        return Config.from_environment()
-    except InvalidConfiguration as error:
+        yield
+    except ConfigurationError as error:
         print(error, file=sys.stderr)
         raise SystemExit(EXIT_INVALID_CONFIGURATION) from None

@@ -137,8 +137,9 @@ def handle_unexpected(error: Exception):
     return error_response(500, HTTP_MESSAGES[500])
 
 
-def register_error_handlers(app: Flask) -> None:
-    app.register_error_handler(HTTPException, handle_http_exception)
+def init_app(app: Flask) -> None:
+    """Handlers for everything but HTTP errors, which flask-smorest's Api routes to
+    handle_http_exception (openapi.CreditsApi)."""
     app.register_error_handler(DomainError, handle_domain_error)
     app.register_error_handler(DBAPIError, handle_database_error)
     app.register_error_handler(PoolTimeout, handle_database_error)

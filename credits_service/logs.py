@@ -70,3 +70,14 @@ def register_access_log(app: Flask) -> None:
             },
         )
         return response
+
+
+admin_log = logging.getLogger("credits_service.admin")
+
+
+def log_admin_action(actor: str, action: str, client_id: str) -> None:
+    """One line per committed admin change (the audit log is the record; this is for the log pipeline)."""
+    admin_log.info(
+        "%s did %s on client %s", actor, action, client_id,
+        extra={"event": "admin_action", "admin": actor, "action": action, "clientId": client_id},
+    )

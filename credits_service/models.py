@@ -1,4 +1,4 @@
-"""Typed SQLAlchemy models. Nothing here commits: CreditsService owns the transactions."""
+"""Typed SQLAlchemy models. Nothing here commits: the services own the transactions."""
 
 from datetime import UTC, datetime
 from typing import Any
@@ -122,7 +122,7 @@ class UsageRecord(db.Model):
 
 
 class CreditAuditLog(db.Model):
-    """Append-only, one hash chain per client (services/audit.py); triggers refuse UPDATE and
+    """Append-only, one hash chain per client (audit/); triggers refuse UPDATE and
     DELETE except the cascade of a deleted client."""
 
     __tablename__ = "credit_audit_log"

@@ -7,6 +7,10 @@ declarations: ONE_OF (a body validated by one of several schemas) and AT_LEAST_O
 
 from apispec.ext.marshmallow import MarshmallowPlugin, OpenAPIConverter
 from apispec.ext.marshmallow.common import resolve_schema_cls
+from flask_smorest import Api
+
+from . import errors
+from .schemas.common import ErrorSchema
 
 
 class SchemaConverter(OpenAPIConverter):
@@ -22,7 +26,7 @@ class SchemaConverter(OpenAPIConverter):
         # One complete object per field that may carry the change, each requiring it: client
         # generators (openapi-python-client) type that as a union of models, where an anyOf of
         # bare `required` lists became an untyped Any.
-        declared = schema_cls._declared_fields
+        declared = schema_cls().fields
         names = [declared[name].data_key or name for name in required_one]
         component = schema_cls.__name__.removesuffix("Schema")
         return {
@@ -36,3 +40,17 @@ class SchemaConverter(OpenAPIConverter):
 
 class SchemaPlugin(MarshmallowPlugin):
     Converter = SchemaConverter
+
+
+class CreditsApi(Api):
+    """flask-smorest's Api answering errors in the service's one shape, through its documented
+    hooks (ERROR_SCHEMA, handle_http_exception), with the schema rules above in its document."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+    def __init__(self, app):
+        super().__init__(app, spec_kwargs={"marshmallow_plugin": SchemaPlugin()})
+        self.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
+
+    def handle_http_exception(self, error):
+        return errors.handle_http_exception(error)

@@ -13,7 +13,7 @@ import time
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
-from .api import idempotency_keys
+from . import services
 
 log = logging.getLogger("credits_service.purge")
 
@@ -42,7 +42,7 @@ def _purge_forever(app: Flask, interval: int) -> None:
         time.sleep(interval)
         with app.app_context():
             try:
-                purged = idempotency_keys().purge(app.config["IDEMPOTENCY_PURGE_BATCH"])
+                purged = services.idempotency_keys().purge(app.config["IDEMPOTENCY_PURGE_BATCH"])
             except SQLAlchemyError as error:  # the database is down: try again next round
                 log.warning("purging Idempotency-Key answers failed: %s", type(error).__name__)
                 continue

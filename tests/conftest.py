@@ -16,9 +16,10 @@ from flask_migrate import upgrade
 from sqlalchemy import event, make_url, text
 
 from credits_service import create_app
+from credits_service import services
+from credits_service.cli.db import enable_migrations
 from credits_service.config import TestConfig, utc_now
-from credits_service.extensions import db, enable_migrations
-from credits_service.services.keys import ApiKeys
+from credits_service.extensions import db
 
 BACKENDS = ["sqlite", "postgresql"] if os.environ.get("TEST_DATABASE_URL") else ["sqlite"]
 
@@ -54,10 +55,9 @@ def make_postgres_database(postgres_server_url):
 
 
 def dispose_engines(app) -> None:
-    """Close the pooled connections of every engine of app (on PostgreSQL, two: see create_app)."""
+    """Close the pooled connections of app's engine."""
     with app.app_context():
-        for engine in db.engines.values():
-            engine.dispose()
+        db.engine.dispose()
 
 
 @contextmanager
@@ -74,10 +74,10 @@ def listening(*listeners):
 
 def every_statement(app, record):
     """Inside the block, record(connection, cursor, statement, parameters, context, executemany)
-    hears every statement any engine of app sends."""
+    hears every statement app's engine sends."""
     with app.app_context():
-        engines = list(db.engines.values())
-    return listening(*[(engine, "before_cursor_execute", record) for engine in engines])
+        engine = db.engine
+    return listening((engine, "before_cursor_execute", record))
 
 
 def config_for(database_url: str, **overrides) -> type[TestConfig]:
@@ -157,7 +157,7 @@ def runner(app):
 
 def make_key(app, name: str, role: str, expires_in_days: int | None = None) -> str:
     with app.app_context():
-        return ApiKeys(db.session(), app.config["CLOCK"]).create(name, role, expires_in_days)
+        return services.api_keys().create(name, role, expires_in_days)
 
 
 def issue_keys(database_url: str, **roles_by_name: str) -> dict[str, str]:

@@ -368,21 +368,6 @@ class TestRateLimits:
         assert 1 <= int(refused.headers["Retry-After"]) <= 60
 
 
-def test_with_rate_limits_off_the_limiter_is_not_consulted(api, app, acme, monkeypatch):
-    """Off (as in the tests' config and the benchmark), Flask-Limiter's decorator is not called:
-    it would resolve each route's limits only to find it has nothing to do."""
-    from credits_service.extensions import limiter
-
-    assert app.config["RATELIMIT_ENABLED"] is False
-    consulted = []
-    monkeypatch.setattr(limiter, "_check_request_limit", lambda *args, **kwargs: consulted.append(kwargs))
-    assert api.get("/api/clients/acme/quota-status", key="service").status_code == 200
-    assert api.post("/api/clients/acme/usage", json={"count": 1}, key="service").status_code == 200
-    assert api.post("/api/admin/clients/acme/credits", json=GRANT, key="write").status_code == 200
-    assert api.get("/api/admin/clients/acme/quota", key="read").status_code == 200
-    assert consulted == []
-
-
 class TestRateLimitStorageDown:
     """Rate limits protect the service; when their storage is down, requests still go through."""
 

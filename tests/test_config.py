@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from credits_service import create_app
-from credits_service.config import EXIT_INVALID_CONFIGURATION, SETTINGS, Config, InvalidConfiguration, TestConfig
+from credits_service.config import EXIT_INVALID_CONFIGURATION, SETTINGS, Config, ConfigurationError, TestConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +84,8 @@ def test_gunicorn_refuses_a_bad_setting_in_one_line(tmp_path):
 def test_gunicorn_config_file_checks_the_settings_before_any_worker_starts(tmp_path):
     """What gunicorn.conf.py does first: the master exits with the line alone."""
     conf = tmp_path / "gunicorn.conf.py"
-    conf.write_text("from credits_service.config import validate_environment\n\nvalidate_environment()\n")
+    conf.write_text("from credits_service.config import Config, exit_when_misconfigured\n\n"
+                    "with exit_when_misconfigured():\n    Config.from_environment()\n")
     result = subprocess.run(
         [sys.executable, "-m", "gunicorn", "-c", str(conf), "--bind", "127.0.0.1:0", "--no-control-socket", "app:app"],
         cwd=ROOT, env=clean_environment(tmp_path, LOG_LEVEL="loud"), capture_output=True, text=True, timeout=60,
@@ -139,6 +140,7 @@ def test_valid_values_are_parsed(environment):
         "DATABASE_CONNECT_TIMEOUT_SECONDS": "5",
         "IDEMPOTENCY_PURGE_INTERVAL_SECONDS": "0",
         "IDEMPOTENCY_PURGE_BATCH": "250",
+        "API_KEY_CACHE_SECONDS": "0",
         "AUDIT_HMAC_KEYS": "k2:" + "b" * 32 + ",k1:" + "a" * 32,
     }
     for name, value in values.items():
@@ -160,6 +162,7 @@ def test_valid_values_are_parsed(environment):
         "DATABASE_CONNECT_TIMEOUT_SECONDS": 5,
         "IDEMPOTENCY_PURGE_INTERVAL_SECONDS": 0,
         "IDEMPOTENCY_PURGE_BATCH": 250,
+        "API_KEY_CACHE_SECONDS": 0,
         "AUDIT_HMAC_KEYS": "k2:" + "b" * 32 + ",k1:" + "a" * 32,
     }
 
@@ -167,7 +170,7 @@ def test_valid_values_are_parsed(environment):
 def test_every_bad_variable_gets_its_own_line(environment):
     environment.setenv("LOG_LEVEL", "chatty")
     environment.setenv("IDEMPOTENCY_LOCK_SECONDS", "0")
-    with pytest.raises(InvalidConfiguration) as refused:
+    with pytest.raises(ConfigurationError) as refused:
         create_app()
     assert str(refused.value).splitlines() == [
         "Invalid configuration: IDEMPOTENCY_LOCK_SECONDS='0' is not a positive integer (expected seconds, at least 1, e.g. 60).",
@@ -178,5 +181,5 @@ def test_every_bad_variable_gets_its_own_line(environment):
 @pytest.mark.skipif(find_spec("pymemcache") is not None, reason="pymemcache is installed here")
 def test_a_storage_whose_client_is_not_installed_is_refused(environment):
     environment.setenv("RATELIMIT_STORAGE_URI", "memcached://127.0.0.1:11211")
-    with pytest.raises(InvalidConfiguration, match="RATELIMIT_STORAGE_URI='memcached://127.0.0.1:11211' needs the Python package pymemcache"):
+    with pytest.raises(ConfigurationError, match="RATELIMIT_STORAGE_URI='memcached://127.0.0.1:11211' needs the Python package pymemcache"):
         create_app()

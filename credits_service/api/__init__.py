@@ -1,22 +1,17 @@
 """HTTP blueprints: each view is guard -> schema -> service -> response."""
 
-import json
-from datetime import timedelta
-
-from flask import abort, current_app
+from flask import Flask, abort
 from flask_smorest import Blueprint as SmorestBlueprint
+from flask_swagger_ui import get_swaggerui_blueprint
 from marshmallow import missing
+from webargs.core import parse_json
 from webargs.flaskparser import FlaskParser, is_json_request
+from webargs.flaskparser import abort as refuse
 from werkzeug.routing import BaseConverter
 
 from ..auth import auth
-from ..extensions import request_session
-from ..schemas import CLIENT_ID_PATTERN
-from ..services.audit import AuditTrail
-from ..services.audit_log import AuditLogReader
-from ..services.credits import CreditsService
-from ..services.grants import GrantsService
-from ..services.idempotency import IdempotencyKeys
+from ..openapi import CreditsApi
+from ..schemas.fields import CLIENT_ID_PATTERN
 
 
 class JsonParser(FlaskParser):
@@ -29,17 +24,19 @@ class JsonParser(FlaskParser):
         "querystring": None,
     }
 
-    def _raw_load_json(self, req):
+    def load_json(self, req, schema):
+        # webargs' documented hook for a parser's own JSON handling: a body sent as another media
+        # type is refused rather than ignored, and JSON Python cannot hold (nested too deep, an
+        # integer too long) is invalid JSON like any other.
         if req.mimetype and not is_json_request(req):
             abort(415)
-        if not req.get_data(cache=True):
+        body = req.get_data(cache=True)
+        if not body:
             return missing
         try:
-            return super()._raw_load_json(req)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise  # webargs answers these itself
-        except (RecursionError, ValueError) as error:  # nested too deep; an integer too long
-            self._handle_invalid_json_error(error, req)
+            return parse_json(body)
+        except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError included
+            refuse(400, exc=error, messages={"json": ["Invalid JSON body."]})
 
 
 class ClientIdConverter(BaseConverter):
@@ -68,44 +65,30 @@ class Blueprint(SmorestBlueprint):
         return decorator
 
     def arguments(self, schema, *, location="json", **kwargs):
-        # One instance per route, made here: given the class, webargs would make one per request.
-        if isinstance(schema, type):
-            schema = schema()
         parse = super().arguments(schema, location=location, **kwargs)
         if location != "json":
             return parse
-        body_refusals = self.doc(
-            responses={"413": "REQUEST_ENTITY_TOO_LARGE", "415": "UNSUPPORTED_MEDIA_TYPE"}
-        )
+        body_refusals = self.doc(responses={"413": "REQUEST_ENTITY_TOO_LARGE", "415": "UNSUPPORTED_MEDIA_TYPE"})
         return lambda view: body_refusals(parse(view))
-
-
-def audit_trail() -> AuditTrail:
-    return AuditTrail(request_session(), current_app.extensions["audit_keys"])
-
-
-def credits_service() -> CreditsService:
-    return CreditsService(request_session(), current_app.config["CLOCK"], audit_trail())
-
-
-def grants_service() -> GrantsService:
-    return GrantsService(request_session(), current_app.config["CLOCK"], audit_trail())
-
-
-def audit_log_reader() -> AuditLogReader:
-    return AuditLogReader(request_session())
-
-
-def idempotency_keys() -> IdempotencyKeys:
-    config = current_app.config
-    return IdempotencyKeys(
-        request_session(),
-        config["CLOCK"],
-        ttl=timedelta(hours=config["IDEMPOTENCY_TTL_HOURS"]),
-        lock_timeout=timedelta(seconds=config["IDEMPOTENCY_LOCK_SECONDS"]),
-    )
 
 
 def actor() -> str:
     """The calling key's name: what the audit log records as adminId."""
     return auth.current_user().name
+
+
+def init_app(app: Flask) -> None:
+    """Every resource's blueprint, the OpenAPI document at /openapi.json and Swagger UI at /docs."""
+    from . import audit, clients, credits, grants, health, quotas, usage, usage_history
+
+    app.url_map.converters["client_id"] = ClientIdConverter
+    api = CreditsApi(app)
+    api.register_converter(ClientIdConverter, ClientIdConverter.openapi_schema)
+    for admin_resource in (clients, quotas, credits, audit, grants, usage_history):
+        api.register_blueprint(admin_resource.blp, url_prefix="/api/admin/clients")
+    api.register_blueprint(audit.search_blp, url_prefix="/api/admin/audit-log")
+    api.register_blueprint(usage.blp, url_prefix="/api/clients")
+    api.register_blueprint(health.blp)
+    app.register_blueprint(
+        get_swaggerui_blueprint("/docs", "/openapi.json", config={"app_name": "credits-service", "validatorUrl": None})
+    )

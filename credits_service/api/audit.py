@@ -2,18 +2,19 @@
 
 from flask import Response, current_app
 
+from .. import services
+from ..audit.export import MEDIA_TYPES, export_chunks, filename
+from ..audit.reader import AuditFilter
 from ..auth import admin_read
 from ..extensions import db
-from ..schemas import (
+from ..schemas.audit import (
     AuditExportQuerySchema,
     AuditLogPageSchema,
     AuditLogQuerySchema,
     AuditSearchPageSchema,
     AuditSearchQuerySchema,
 )
-from ..services.audit_export import MEDIA_TYPES, export_chunks, filename
-from ..services.audit_log import AuditFilter
-from . import Blueprint, audit_log_reader
+from . import Blueprint
 
 blp = Blueprint("audit", __name__, description="Every admin change to a client's credits.")
 search_blp = Blueprint("audit-search", __name__, description="The audit log of every client: search and export.")
@@ -25,7 +26,7 @@ search_blp = Blueprint("audit-search", __name__, description="The audit log of e
 @blp.response(200, AuditLogPageSchema)
 def list_audit_log(query, client_id):
     """Entries newest first, optionally of one action; page with offset or with before (nextBefore), not both."""
-    return audit_log_reader().client_page(
+    return services.audit_log().client_page(
         client_id, query["limit"], query["offset"], query.get("before"), query.get("action")
     )
 
@@ -36,7 +37,7 @@ def list_audit_log(query, client_id):
 @search_blp.response(200, AuditSearchPageSchema)
 def search_audit_log(query):
     """Entries of every client newest first, filtered; nextBefore is null on the last page."""
-    return audit_log_reader().search(AuditFilter.of(query), query["limit"], query.get("before"))
+    return services.audit_log().search(AuditFilter.of(query), query["limit"], query.get("before"))
 
 
 @search_blp.route("/export", methods=["GET"])

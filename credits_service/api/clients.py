@@ -1,8 +1,10 @@
 """Clients: create, list, read, delete."""
 
+from .. import services
 from ..auth import admin_read, admin_write
-from ..schemas import ClientCreateSchema, ClientPageSchema, ClientSchema, PageQuerySchema
-from . import Blueprint, actor, credits_service
+from ..schemas.clients import ClientCreateSchema, ClientPageSchema, ClientSchema
+from ..schemas.common import PageQuerySchema
+from . import Blueprint, actor
 
 blp = Blueprint("clients", __name__, description="Clients and the plan each is on.")
 
@@ -14,7 +16,7 @@ blp = Blueprint("clients", __name__, description="Clients and the plan each is o
 @blp.alt_response(409, response="CONFLICT", description="A client with this id already exists.")
 def create_client(body):
     """Create a client on a plan (free unless given) with that plan's default limits."""
-    return credits_service().create_client(actor(), body["name"], body.get("id"), body.get("plan", "free"))
+    return services.clients().create_client(actor(), body["name"], body.get("id"), body.get("plan", "free"))
 
 
 @blp.route("", methods=["GET"])
@@ -23,7 +25,7 @@ def create_client(body):
 @blp.response(200, ClientPageSchema)
 def list_clients(query):
     """List clients, oldest first; nextOffset is null on the last page."""
-    return credits_service().list_clients(query["limit"], query["offset"])
+    return services.clients().list_clients(query["limit"], query["offset"])
 
 
 @blp.route("/<client_id:client_id>", methods=["GET"])
@@ -31,7 +33,7 @@ def list_clients(query):
 @blp.response(200, ClientSchema)
 def get_client(client_id):
     """One client."""
-    return credits_service().get_client(client_id)
+    return services.clients().get_client(client_id)
 
 
 @blp.route("/<client_id:client_id>", methods=["DELETE"])
@@ -39,4 +41,4 @@ def get_client(client_id):
 @blp.response(204)
 def delete_client(client_id):
     """Delete a client with its quota, usage and audit log."""
-    credits_service().delete_client(actor(), client_id)
+    services.clients().delete_client(actor(), client_id)

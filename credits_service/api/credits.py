@@ -1,8 +1,9 @@
 """Credits: grant extra generations, void a grant, or reset this month's usage."""
 
+from .. import services
 from ..auth import admin_write
-from ..schemas import CreditActionSchema, CreditResultSchema
-from . import Blueprint, actor, credits_service, grants_service
+from ..schemas.credits import CreditActionSchema, CreditResultSchema
+from . import Blueprint, actor
 from .idempotency import idempotent
 
 blp = Blueprint("credits", __name__, description="Grant credits, void a grant, or reset usage.")
@@ -19,7 +20,7 @@ def change_credits(body, client_id, idempotency):
     action, reason = body["action"], body.get("reason")
     if action == "grant":
         scope = body.get("scope", "permanent")
-        return grants_service().grant_credits(actor(), client_id, body["amount"], scope, reason, idempotency)
+        return services.grants().grant_credits(actor(), client_id, body["amount"], scope, reason, idempotency)
     if action == "void":
-        return grants_service().void_grant(actor(), client_id, body["grant_id"], reason, idempotency)
-    return credits_service().reset_usage(actor(), client_id, reason, idempotency)
+        return services.grants().void_grant(actor(), client_id, body["grant_id"], reason, idempotency)
+    return services.consumption().reset_usage(actor(), client_id, reason, idempotency)

@@ -1,8 +1,9 @@
 """The grant ledger of a client."""
 
+from .. import services
 from ..auth import admin_read
-from ..schemas import GrantPageSchema, GrantQuerySchema
-from . import Blueprint, grants_service
+from ..schemas.credits import GrantPageSchema, GrantQuerySchema
+from . import Blueprint
 
 blp = Blueprint("grants", __name__, description="Every credit grant, with its scope and status.")
 
@@ -13,6 +14,6 @@ blp = Blueprint("grants", __name__, description="Every credit grant, with its sc
 @blp.response(200, GrantPageSchema)
 def list_grants(query, client_id):
     """Grants newest first, optionally of one scope and/or status (active, expired, voided)."""
-    return grants_service().list_grants(
+    return services.grants().list_grants(
         client_id, query["limit"], query["offset"], query.get("scope"), query.get("status")
     )

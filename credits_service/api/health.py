@@ -5,7 +5,7 @@ from flask import current_app
 from .. import metrics
 from ..errors import NotReady
 from ..extensions import db, limiter
-from ..schemas import HealthSchema, NotReadySchema, ReadinessSchema
+from ..schemas.health import HealthSchema, NotReadySchema, ReadinessSchema
 from ..services.health import HealthChecks
 from . import Blueprint
 

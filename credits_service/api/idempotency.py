@@ -6,11 +6,10 @@ from functools import wraps
 from flask import jsonify, request
 from flask_smorest import Blueprint
 
-from .. import metrics
+from .. import metrics, services
 from ..auth import auth
 from ..errors import DomainError, InvalidRequest
 from ..services.idempotency import StoredResponse, fingerprint
-from . import idempotency_keys
 
 HEADER = "Idempotency-Key"
 # Printable ASCII, at most 255 characters, no white space at either end (HTTP trims it).
@@ -51,7 +50,7 @@ def idempotent(schema):
                     f"The {HEADER} header is invalid.",
                     fields={HEADER: ["Must be 1 to 255 printable ASCII characters, not starting or ending with a space."]},
                 )
-            keys = idempotency_keys()
+            keys = services.idempotency_keys()
             outcome = keys.claim(
                 auth.current_user().name, key, fingerprint(request.method, request.path, payload), render
             )

@@ -1,8 +1,14 @@
 """The platform's side: consume credits and read quota status."""
 
+from .. import services
 from ..auth import service_write, status_read
-from ..schemas import QuotaExceededSchema, QuotaStatusSchema, UsageConsumeSchema, UsageResultSchema
-from . import Blueprint, credits_service
+from ..schemas.usage import (
+    QuotaExceededSchema,
+    QuotaStatusSchema,
+    UsageConsumeSchema,
+    UsageResultSchema,
+)
+from . import Blueprint
 from .idempotency import idempotent
 
 blp = Blueprint("usage", __name__, description="Credit consumption by the generation platform.")
@@ -16,7 +22,7 @@ blp = Blueprint("usage", __name__, description="Credit consumption by the genera
 @idempotent(UsageResultSchema)
 def consume_usage(body, client_id, idempotency):
     """Add count generations to this UTC month, all or nothing; 402 when over the effective limit."""
-    return credits_service().consume(client_id, body["count"], idempotency)
+    return services.consumption().consume(client_id, body["count"], idempotency)
 
 
 @blp.route("/<client_id:client_id>/quota-status", methods=["GET"])
@@ -24,4 +30,4 @@ def consume_usage(body, client_id, idempotency):
 @blp.response(200, QuotaStatusSchema)
 def quota_status(client_id):
     """Usage against this month's effective limit: baseLimit (the stored one) plus grantedThisMonth."""
-    return credits_service().quota_status(client_id)
+    return services.consumption().quota_status(client_id)

@@ -1,0 +1,65 @@
+"""The services, built for the current app: what views, CLI commands and background jobs call.
+
+Each service takes the request's (or command's) ORM session, the app's clock and, when it
+writes admin changes, the audit trail; it owns its transactions (credits_service/transactions.py).
+"""
+
+from datetime import timedelta
+
+from flask import current_app
+
+from ..audit.reader import AuditLogReader
+from ..audit.trail import AuditTrail
+from ..audit.verify import AuditVerifier
+from ..extensions import db
+from .api_keys import ApiKeys
+from .clients import ClientsService
+from .consumption import ConsumptionService
+from .grants import GrantsService
+from .idempotency import IdempotencyKeys
+from .quotas import QuotasService
+
+
+def _clock():
+    return current_app.config["CLOCK"]
+
+
+def audit_trail() -> AuditTrail:
+    return AuditTrail(db.session(), current_app.extensions["audit_keys"])
+
+
+def clients() -> ClientsService:
+    return ClientsService(db.session(), _clock(), audit_trail())
+
+
+def quotas() -> QuotasService:
+    return QuotasService(db.session(), _clock(), audit_trail())
+
+
+def consumption() -> ConsumptionService:
+    return ConsumptionService(db.session(), _clock(), audit_trail())
+
+
+def grants() -> GrantsService:
+    return GrantsService(db.session(), _clock(), audit_trail())
+
+
+def audit_log() -> AuditLogReader:
+    return AuditLogReader(db.session())
+
+
+def audit_verifier() -> AuditVerifier:
+    return AuditVerifier(db.session(), current_app.extensions["audit_keys"])
+
+
+def api_keys() -> ApiKeys:
+    return ApiKeys(db.session(), _clock(), current_app.extensions["key_check_cache"])
+
+
+def idempotency_keys() -> IdempotencyKeys:
+    config = current_app.config
+    return IdempotencyKeys(
+        db.session(), _clock(),
+        ttl=timedelta(hours=config["IDEMPOTENCY_TTL_HOURS"]),
+        lock_timeout=timedelta(seconds=config["IDEMPOTENCY_LOCK_SECONDS"]),
+    )

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from .. import metrics
 from ..errors import Conflict, IdempotencyKeyReused
 from ..models import IdempotencyRecord
-from .transactions import upsert, write_transaction
+from ..transactions import upsert_for, write_transaction
 
 # pg_try_advisory_xact_lock key held while purging: any fixed 64-bit number no other code uses.
 PURGE_LOCK = 0x637265646974735F  # "credits_"
@@ -87,7 +87,7 @@ class IdempotencyKeys:
                 )
             )
             created = self.session.scalar(
-                upsert(self.session)(IdempotencyRecord)
+                upsert_for(self.session.get_bind().dialect.name)(IdempotencyRecord)
                 .values(principal=principal, key=key, fingerprint=request_fingerprint,
                         created_at=now, locked_at=now)
                 .on_conflict_do_nothing(index_elements=["principal", "key"])

@@ -18,7 +18,7 @@ from flask import current_app
 
 # The encoding is a published contract (README.md, "Tamper-evident audit log") that never changes, so this
 # revision can share the service's implementation of it.
-from credits_service.services.audit import GENESIS, canonical_entry, chain_hash
+from credits_service.audit.chain import GENESIS, canonical_entry, chain_hash
 
 # revision identifiers, used by Alembic.
 revision = '0002'

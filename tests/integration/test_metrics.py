@@ -10,8 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import config_for, dispose_engines, issue_keys, migrated
 from credits_service import create_app
-from credits_service.extensions import db
-from credits_service.services.keys import ApiKeys
+from credits_service import services
 
 from .servers import Instance
 
@@ -35,7 +34,7 @@ def database_url(request, tmp_path_factory):
 def revoke(database_url, name):
     app = create_app(config_for(database_url))
     with app.app_context():
-        ApiKeys(db.session(), app.config["CLOCK"]).revoke(name)
+        services.api_keys().revoke(name)
     dispose_engines(app)
 
 

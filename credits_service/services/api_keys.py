@@ -6,22 +6,17 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from weakref import WeakKeyDictionary
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
 from ..models import ApiKey
-from .transactions import write_transaction
+from ..transactions import write_transaction
 
 KEY_PREFIX = "cs_"
 # Roles a key's role grants, as flask-httpauth's get_user_roles reports them.
 ROLE_GRANTS = {"read": ("read",), "write": ("write", "read"), "service": ("service",)}
-# How long a worker trusts a key it has found valid without asking the database again: a
-# revocation made elsewhere (another worker, another instance, the CLI) takes effect within this.
-# Expiry is checked on every request against the stored expiry, so it takes effect at once.
-KEY_CHECK_CACHE_SECONDS = 2.0
 KEY_CHECK_CACHE_SIZE = 10_000
 
 
@@ -57,18 +52,21 @@ class _ValidKey:
 
 
 class KeyCheckCache:
-    """Keys found valid in the last KEY_CHECK_CACHE_SECONDS, by hash; one per database per process.
+    """Keys found valid in the last `seconds`, by hash; one per app (create_app makes it).
 
-    Only valid keys are kept, so a new key works at once and a refused one is asked about again.
+    A revocation made elsewhere (another worker, another instance, the CLI) takes effect within
+    `seconds`; expiry is checked on every request against the stored expiry, so it takes effect
+    at once. Only valid keys are kept, so a new key works at once.
     """
 
-    def __init__(self):
+    def __init__(self, seconds: float):
+        self.seconds = seconds
         self._valid: dict[str, _ValidKey] = {}
         self._lock = threading.Lock()
 
     def get(self, key_hash: str) -> _ValidKey | None:
         found = self._valid.get(key_hash)
-        if found is not None and time.monotonic() - found.checked_at < KEY_CHECK_CACHE_SECONDS:
+        if found is not None and time.monotonic() - found.checked_at < self.seconds:
             return found
         return None
 
@@ -83,23 +81,11 @@ class KeyCheckCache:
             self._valid.clear()
 
 
-_caches: "WeakKeyDictionary[Engine, KeyCheckCache]" = WeakKeyDictionary()
-_caches_lock = threading.Lock()
-
-
-def _cache_for(session: Session) -> KeyCheckCache:
-    engine = session.get_bind()
-    cache = _caches.get(engine)
-    if cache is None:
-        with _caches_lock:
-            cache = _caches.setdefault(engine, KeyCheckCache())
-    return cache
-
-
 class ApiKeys:
-    def __init__(self, session: Session, clock):
+    def __init__(self, session: Session, clock, cache: KeyCheckCache):
         self.session = session
         self.clock = clock
+        self.cache = cache
 
     def create(self, name: str, role: str, expires_in_days: int | None = None) -> str:
         """Issue a key and return it; this is the only time it exists in the clear."""
@@ -131,15 +117,14 @@ class ApiKeys:
                 update(ApiKey).where(match, ApiKey.revoked_at.is_(None)).values(revoked_at=self.clock())
             )
         # At once in this process; other processes see it when their cached check runs out.
-        _cache_for(self.session).clear()
+        self.cache.clear()
         return len(found)
 
     def check(self, key: str) -> KeyCheck:
         if not key:
             return KeyCheck(None, "missing key", "missing")
         key_hash = hash_key(key)
-        cache = _cache_for(self.session)
-        valid = cache.get(key_hash)
+        valid = self.cache.get(key_hash)
         looked_up = valid is None
         if looked_up:
             found = self.session.execute(
@@ -155,7 +140,7 @@ class ApiKeys:
         if is_expired(valid, self.clock()):
             return KeyCheck(None, f"expired key id={principal.key_id} name={principal.name}", "expired")
         if looked_up:
-            cache.put(key_hash, valid)
+            self.cache.put(key_hash, valid)
         return KeyCheck(principal)
 
 

@@ -1,4 +1,4 @@
-"""`flask keys ...`, `flask idempotency ...` and `flask audit ...`."""
+"""`flask audit ...`: prove and read the audit log."""
 
 import json
 import sys
@@ -6,97 +6,24 @@ import time
 from contextlib import nullcontext
 
 import click
-from flask import current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 
-from .api import idempotency_keys
-from .errors import NotFound
-from .extensions import db
-from .models import ROLES
-from .months import iso_utc
-from .schemas import EXPORT_FORMATS, AuditExportQuerySchema
-from .services.audit import Anchor, AuditTrail
-from .services.audit_export import export_chunks
-from .services.audit_log import AuditFilter
-from .services.keys import ApiKeys, is_expired
+from .. import services
+from ..audit.export import export_chunks
+from ..audit.reader import AuditFilter
+from ..audit.verify import Anchor
+from ..extensions import db
+from ..months import iso_utc
+from ..schemas.audit import EXPORT_FORMATS, AuditExportQuerySchema
 
-keys_cli = AppGroup("keys", help="Create, list and revoke API keys.")
-idempotency_cli = AppGroup("idempotency", help="Maintain stored Idempotency-Key answers.")
 audit_cli = AppGroup("audit", help="Prove and read the audit log: verify its hash chains, export their heads, export entries.")
-
-def _api_keys() -> ApiKeys:
-    return ApiKeys(db.session(), current_app.config["CLOCK"])
-
-
-def _audit_trail() -> AuditTrail:
-    return AuditTrail(db.session(), current_app.extensions["audit_keys"])
-
-
-def _shown(moment) -> str:
-    return iso_utc(moment) if moment else "-"
-
-
-@keys_cli.command("create")
-@click.argument("name")
-@click.option("--role", type=click.Choice(ROLES), required=True, help="read, write (admin) or service.")
-@click.option("--expires-in-days", type=click.IntRange(min=1), default=None, help="Omit for no expiry.")
-def create_key(name: str, role: str, expires_in_days: int | None) -> None:
-    """Create a key for NAME and print it, alone, on stdout (it is stored only as a hash)."""
-    click.echo(_api_keys().create(name, role, expires_in_days))
-
-
-@keys_cli.command("bootstrap")
-@click.option("--name", default="admin", show_default=True)
-def bootstrap_key(name: str) -> None:
-    """On a database with no keys, create a write key and print `export CREDITS_KEY=<key>`."""
-    keys = _api_keys()
-    if keys.exist():
-        click.echo(
-            "API keys already exist, so none was created. Make one with:\n"
-            "  flask --app app keys create NAME --role write",
-            err=True,
-        )
-        return
-    click.echo(f"export CREDITS_KEY={keys.create(name, 'write')}")
-
-
-@keys_cli.command("list")
-def list_keys() -> None:
-    """List keys (never the keys themselves)."""
-    now = current_app.config["CLOCK"]()
-    rows = [("ID", "NAME", "ROLE", "CREATED", "EXPIRES", "REVOKED")]
-    for key in _api_keys().list():
-        expires = _shown(key.expires_at) + (" (expired)" if is_expired(key, now) else "")
-        rows.append((str(key.id), key.name, key.role, _shown(key.created_at), expires, _shown(key.revoked_at)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-
-
-@keys_cli.command("revoke")
-@click.argument("id_or_name")
-def revoke_key(id_or_name: str) -> None:
-    """Revoke the key with this id, or every key with this name."""
-    try:
-        count = _api_keys().revoke(id_or_name)
-    except NotFound as missing:
-        click.echo(missing.message, err=True)
-        sys.exit(1)
-    click.echo(f"Revoked {count} key(s) matching {id_or_name!r}.")
-
-
-@idempotency_cli.command("purge")
-def purge_idempotency_keys() -> None:
-    """Delete stored Idempotency-Key answers older than IDEMPOTENCY_TTL_HOURS, in batches."""
-    purged = idempotency_keys().purge(current_app.config["IDEMPOTENCY_PURGE_BATCH"])
-    click.echo(f"Deleted {purged} expired idempotency key(s).")
 
 
 @audit_cli.command("heads")
 def audit_heads() -> None:
     """Print each client's stored head as a JSON line, to keep outside the database."""
-    for head in _audit_trail().heads():
+    for head in services.audit_verifier().heads():
         click.echo(json.dumps({
             "clientId": head.client_id, "entryCount": head.entry_count, "lastEntryId": head.last_entry_id,
             "hash": head.hash, "updatedAt": iso_utc(head.updated_at),
@@ -132,14 +59,14 @@ def audit_verify(client_id: str | None, against) -> None:
     client naming the first bad entry.
     """
     anchors = _read_anchors(against) if against else []
-    trail = _audit_trail()
+    verifier = services.audit_verifier()
     started = time.monotonic()
     if sys.stdout.isatty():
-        bar = click.progressbar(length=trail.count_entries(client_id), label="Verifying audit chains")
+        bar = click.progressbar(length=verifier.count_entries(client_id), label="Verifying audit chains")
     else:
         bar = nullcontext(None)
     with bar as progress:
-        result = trail.verify(client_id, anchors, progress=progress.update if progress else lambda n: None)
+        result = verifier.verify(client_id, anchors, progress=progress.update if progress else lambda n: None)
     seconds = time.monotonic() - started
     for failure in result.failures:
         click.echo(str(failure))

@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from ..schemas import AuditEntrySchema
-from .audit_log import AuditFilter, AuditLogReader
+from ..schemas.audit import AuditEntrySchema
+from .reader import AuditFilter, AuditLogReader
 
 MEDIA_TYPES = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection").

@@ -1,0 +1,61 @@
+"""Appending to a client's audit chain, always inside the transaction of the change it records."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Sequence, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from ..models import AuditHead, CreditAuditLog
+from .chain import GENESIS, canonical_entry, chain_hash, to_milliseconds
+from .keys import AuditKeys
+
+
+def _next_entry_id(dialect: str):
+    """The id the next entry gets, read before its INSERT because the hash covers it: PostgreSQL's
+    sequence, or (SQLite, whose write transactions are serial) one past the largest id."""
+    if dialect == "postgresql":
+        return Sequence("credit_audit_log_id_seq").next_value()
+    return select(func.coalesce(func.max(CreditAuditLog.id), 0) + 1).scalar_subquery()
+
+
+class AuditTrail:
+    def __init__(self, session: Session, keys: AuditKeys):
+        self.session = session
+        self.keys = keys
+
+    def start(self, client_id: str, now: datetime) -> None:
+        """The head of a new client's empty chain."""
+        self.session.add(AuditHead(client_id=client_id, entry_count=0, last_entry_id=None,
+                                   hash=GENESIS, updated_at=to_milliseconds(now)))
+
+    def append(self, client_id: str, actor: str, action: str, details: dict[str, Any],
+               previous_value: str | None, new_value: str | None, now: datetime) -> int:
+        """Add an entry at the end of the client's chain and advance its head; returns its id.
+
+        The head row is locked first, so appends to one client are serial even for a caller
+        that forgot the quota lock.
+        """
+        dialect = self.session.get_bind().dialect.name
+        head = self.session.execute(
+            select(AuditHead.entry_count, AuditHead.hash, _next_entry_id(dialect))
+            .where(AuditHead.client_id == client_id).with_for_update(of=AuditHead)
+        ).first()
+        if head is None:  # every client gets one when created: its chain has been tampered with
+            raise RuntimeError(f"client {client_id!r} has no audit head")
+        entry_count, previous_hash, entry_id = head
+        created_at = to_milliseconds(now)
+        seq = entry_count + 1
+        key_id = self.keys.signing_id
+        entry_hash = chain_hash(self.keys.secrets[key_id], previous_hash, canonical_entry(
+            entry_id, client_id, seq, actor, action, details, previous_value, new_value, created_at))
+        self.session.execute(insert(CreditAuditLog).values(
+            id=entry_id, client_id=client_id, seq=seq, admin_id=actor, action=action, details=details,
+            previous_value=previous_value, new_value=new_value, created_at=created_at,
+            previous_hash=previous_hash, hash=entry_hash, key_id=key_id,
+        ))
+        self.session.execute(
+            update(AuditHead).where(AuditHead.client_id == client_id)
+            .values(entry_count=seq, last_entry_id=entry_id, hash=entry_hash, updated_at=created_at)
+        )
+        return entry_id

@@ -1,0 +1,28 @@
+"""Clients: create, and what a client looks like."""
+
+from marshmallow import Schema, fields, validate
+
+from ..plans import PLANS
+from .common import page_schema
+from .fields import NOT_BLANK, Instant, StrictSchema, Text, client_id_field
+
+
+class ClientCreateSchema(StrictSchema):
+    id = client_id_field(metadata={"description": "Generated when absent."})
+    name = Text(
+        required=True,
+        pattern=NOT_BLANK,
+        pattern_error="Must not be blank or contain NUL characters.",
+        validate=validate.Length(min=1, max=200),
+    )
+    plan = fields.String(validate=validate.OneOf(PLANS), metadata={"description": "Defaults to free."})
+
+
+class ClientSchema(Schema):
+    id = fields.String()
+    name = fields.String()
+    plan = fields.String()
+    created_at = Instant(data_key="createdAt")
+
+
+ClientPageSchema = page_schema("ClientPage", ClientSchema)

@@ -1,0 +1,240 @@
+"""Consumption: the platform's side (consume, quota status) and a month's usage (reset, history).
+
+The check against the effective limit and the increment are one upsert statement, so two
+consumptions can never both pass a check that only one of them fits; it runs under the
+client's quota row lock, so it sees every grant, reset and limit change committed before it.
+"""
+
+import functools
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, literal, or_, select
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Session
+
+from .. import metrics
+from ..audit.trail import AuditTrail
+from ..errors import InvalidRequest, NotFound, QuotaExceeded
+from ..logs import log_admin_action
+from ..models import QuotaLimit, UsageRecord
+from ..months import iso_utc, month_named, month_number, month_of
+from ..plans import UNLIMITED, effective_limit, remaining
+from ..transactions import (
+    read_connection,
+    standalone_statements,
+    upsert_for,
+    write_transaction,
+)
+from .idempotency import IdempotencyClaim
+from .quotas import find_quota, quota_with_month
+from .results import HistoryMonth, MonthUsage, QuotaStatus, ResetResult, UsageHistory
+
+NEAR_LIMIT_PERCENT = 80
+# GET /usage without a range: this month and the 11 before it.
+DEFAULT_HISTORY_MONTHS = 12
+MAX_HISTORY_MONTHS = 120
+
+_quotas, _usage = QuotaLimit.__table__, UsageRecord.__table__
+_LOCK_LIMIT = (select(_quotas.c.monthly_generation_limit)
+               .where(_quotas.c.client_id == bindparam("client_id")).with_for_update())
+
+
+def _count_within(limit, count, now) -> dict[str, Any]:
+    """ON CONFLICT DO UPDATE for both consumption statements: add count to the month's row only
+    while it stays within limit (the stored one) plus the row's month-grants."""
+    return {
+        "index_elements": [_usage.c.client_id, _usage.c.month],
+        "set_": {"generation_count": _usage.c.generation_count + count, "updated_at": now},
+        "where": or_(limit == UNLIMITED, _usage.c.generation_count + count <= limit + _usage.c.granted),
+    }
+
+
+@functools.cache
+def _consume_statement(dialect: str):
+    """The consumption's upsert inside a transaction that holds the quota row lock already."""
+    count = bindparam("count", type_=_usage.c.generation_count.type)
+    limit = bindparam("limit", type_=_quotas.c.monthly_generation_limit.type)
+    now = bindparam("now", type_=_usage.c.updated_at.type)
+    return upsert_for(dialect)(_usage).values(
+        client_id=bindparam("client_id"), month=bindparam("month"),
+        generation_count=bindparam("first_count", type_=_usage.c.generation_count.type), granted=0,
+        created_at=now, updated_at=now,
+    ).on_conflict_do_update(**_count_within(limit, count, now)).returning(_usage.c.generation_count, _usage.c.granted)
+
+
+def _consume_at_once_statement():
+    """The consumption as one PostgreSQL statement, run outside a transaction (one round trip
+    instead of four): the quota row lock (a CTE, FOR UPDATE), then the same conditional upsert
+    against the limit it locked.
+
+    Under READ COMMITTED a row locked FOR UPDATE after a wait is its newest version, and ON
+    CONFLICT DO UPDATE checks its WHERE against the newest version of the usage row, so the
+    check sees every grant, reset and consumption committed before it. A new month's row is
+    inserted only when the count fits the stored limit alone (or a row exists): nothing is
+    written for a refusal. No row back means refused, or no such client, or a row that
+    appeared meanwhile: the caller then asks again in a transaction.
+    """
+    count = bindparam("count", type_=_usage.c.generation_count.type)
+    now = bindparam("now", type_=_usage.c.updated_at.type)
+    client_id = bindparam("client_id", type_=_usage.c.client_id.type)
+    month = bindparam("month", type_=_usage.c.month.type)
+    locked = (select(_quotas.c.monthly_generation_limit.label("stored_limit"))
+              .where(_quotas.c.client_id == client_id).with_for_update().cte("locked"))
+    stored_limit = select(locked.c.stored_limit).scalar_subquery()
+    existing = _usage.alias("existing")
+    month_row_exists = select(existing.c.client_id).where(existing.c.client_id == client_id,
+                                                          existing.c.month == month).exists()
+    new_row = (select(client_id, month, count, literal(0), now, now).select_from(locked)
+               .where(or_(locked.c.stored_limit == UNLIMITED, count <= locked.c.stored_limit, month_row_exists)))
+    return (
+        postgresql.insert(_usage)
+        .from_select(["client_id", "month", "generation_count", "granted", "created_at", "updated_at"], new_row)
+        .on_conflict_do_update(**_count_within(stored_limit, count, now))
+        .returning(_usage.c.generation_count, _usage.c.granted, stored_limit.label("stored_limit"))
+        .add_cte(locked)
+    )
+
+
+CONSUME_AT_ONCE = _consume_at_once_statement()
+
+
+def usage_row(session: Session, client_id: str, month: str) -> UsageRecord | None:
+    """A client's usage row of one month (generations counted, live month-grants), if it has one."""
+    return session.scalar(select(UsageRecord).where(UsageRecord.client_id == client_id, UsageRecord.month == month))
+
+
+class ConsumptionService:
+    def __init__(self, session: Session, clock: Callable[[], datetime], audit: AuditTrail):
+        self.session = session
+        self.clock = clock
+        self.audit = audit
+
+    def consume(self, client_id: str, count: int, idempotency: IdempotencyClaim | None = None) -> MonthUsage:
+        """Add count generations to this month, all or nothing, never past the effective limit.
+
+        On PostgreSQL a consumption without an Idempotency-Key is CONSUME_AT_ONCE; a refusal, an
+        unknown client, a keyed request and SQLite take the transaction below, which also words
+        the refusal and stores the keyed answer with the change.
+        """
+        now = self.clock()
+        month = month_of(now)
+        if idempotency is None:
+            usage = self._consume_at_once(client_id, month, count, now)
+            if usage is not None:
+                metrics.generations_consumed(count)
+                return usage
+        try:
+            with write_transaction(self.session):
+                connection = self.session.connection()
+                stored_limit = connection.execute(_LOCK_LIMIT, {"client_id": client_id}).scalar()
+                if stored_limit is None:
+                    raise NotFound.client(client_id)
+                # A row still to be inserted has no month-grants (a month grant makes its month's
+                # row), so its limit is the stored one: a count above it inserts 0, which counts
+                # as refused, and the refusal's rollback takes the row away again.
+                first_count = count if stored_limit == UNLIMITED or count <= stored_limit else 0
+                row = connection.execute(_consume_statement(connection.dialect.name), {
+                    "client_id": client_id, "month": month, "first_count": first_count, "count": count,
+                    "limit": stored_limit, "now": now,
+                }).first()
+                if not (row and row.generation_count):
+                    raise self._refusal(client_id, month, count, stored_limit, now)
+                usage = MonthUsage.of(stored_limit, row.generation_count, row.granted, now)
+                if idempotency:
+                    idempotency.complete(self.session, usage)
+        except QuotaExceeded:
+            metrics.quota_refused()
+            raise
+        metrics.generations_consumed(count)
+        return usage
+
+    def _consume_at_once(self, client_id: str, month: str, count: int, now: datetime) -> MonthUsage | None:
+        """The consumption in one statement where the database allows it; None if not done."""
+        with standalone_statements(self.session) as connection:
+            if connection is None:
+                return None
+            row = connection.execute(CONSUME_AT_ONCE, {"client_id": client_id, "month": month, "count": count,
+                                                       "now": now}).first()
+        if row is None:
+            return None
+        return MonthUsage.of(row.stored_limit, row.generation_count, row.granted, now)
+
+    def _refusal(self, client_id: str, month: str, count: int, stored_limit: int, now: datetime) -> QuotaExceeded:
+        row = usage_row(self.session, client_id, month)
+        refused = MonthUsage.of(stored_limit, row.generation_count if row else 0, row.granted if row else 0, now)
+        return QuotaExceeded(
+            f"Not enough credits: {count} requested, {refused.remaining} left of the monthly generation "
+            f"limit of {refused.limit} ({refused.generation_count} used in {month}). The count resets at "
+            f"{iso_utc(refused.reset_date)}.",
+            month=month, generationCount=refused.generation_count, limit=refused.limit, remaining=refused.remaining,
+        )
+
+    def quota_status(self, client_id: str) -> QuotaStatus:
+        """One statement, seeing the latest commit."""
+        now = self.clock()
+        with read_connection(self.session) as connection:
+            row = quota_with_month(connection, client_id, month_of(now))
+        usage = MonthUsage.of(row.monthly_generation_limit, row.generation_count, row.granted, now)
+        used, limit, unlimited = usage.generation_count, usage.limit, usage.is_unlimited
+        if unlimited:
+            percent = 0.0
+        elif limit == 0:
+            percent = 100.0
+        else:
+            percent = round(used * 100 / limit, 2)
+        return QuotaStatus(
+            plan=row.plan, month=usage.month, generations_used=used, generations_limit=limit,
+            generations_remaining=usage.remaining, base_limit=usage.base_limit,
+            granted_this_month=usage.granted_this_month, usage_percent=percent, is_unlimited=unlimited,
+            is_at_limit=not unlimited and used >= limit,
+            is_near_limit=not unlimited and used * 100 >= limit * NEAR_LIMIT_PERCENT,
+            reset_date=usage.reset_date,
+        )
+
+    def reset_usage(self, actor: str, client_id: str, reason: str | None = None,
+                    idempotency: IdempotencyClaim | None = None) -> ResetResult:
+        """Set this UTC month's generation count back to 0."""
+        now = self.clock()
+        month = month_of(now)
+        with write_transaction(self.session):
+            quota = find_quota(self.session, client_id, lock=True)
+            row = usage_row(self.session, client_id, month)
+            previous = row.generation_count if row else 0
+            if row is not None:
+                row.generation_count = 0
+                row.updated_at = now
+            self.audit.append(client_id, actor, "usage_reset",
+                              {"previousUsage": previous, "month": month, "reason": reason},
+                              str(previous), "0", now)
+            limit = effective_limit(quota.monthly_generation_limit, row.granted if row else 0)
+            result = ResetResult(previous, limit, remaining(limit, 0))
+            if idempotency:
+                idempotency.complete(self.session, result)
+        log_admin_action(actor, "usage_reset", client_id)
+        return result
+
+    def usage_history(self, client_id: str, from_month: str | None = None,
+                      to_month: str | None = None) -> UsageHistory:
+        """Each month from..to (default: the last 12 up to this one) that had usage or grants, oldest first."""
+        to_month = to_month or month_of(self.clock())
+        from_month = from_month or month_named(month_number(to_month) - DEFAULT_HISTORY_MONTHS + 1)
+        span = month_number(to_month) - month_number(from_month) + 1
+        if span < 1:
+            raise InvalidRequest(
+                f"from ({from_month}) is after to ({to_month}).",
+                fields={"from": [f"Must not be after {to_month}."]},
+            )
+        if span > MAX_HISTORY_MONTHS:
+            raise InvalidRequest(
+                f"The range {from_month}..{to_month} spans {span} months; at most {MAX_HISTORY_MONTHS} are allowed.",
+                fields={"from": [f"Must be at most {MAX_HISTORY_MONTHS} months before to."]},
+            )
+        find_quota(self.session, client_id)
+        rows = self.session.execute(
+            select(UsageRecord.month, UsageRecord.generation_count, UsageRecord.granted)
+            .where(UsageRecord.client_id == client_id, UsageRecord.month.between(from_month, to_month))
+            .order_by(UsageRecord.month)
+        ).all()
+        return UsageHistory(from_month, to_month, [HistoryMonth(*row) for row in rows])

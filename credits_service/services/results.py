@@ -1,0 +1,147 @@
+"""What services return: plain values the API's output schemas dump and the CLI prints."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..months import month_of, next_month_start
+from ..plans import UNLIMITED, effective_limit, remaining
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+@dataclass(frozen=True)
+class ClientSummary:
+    id: str
+    name: str
+    plan: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class QuotaSettings:
+    """A client's plan and limits as stored (the stored limit, without month-grants)."""
+
+    client_id: str
+    plan: str
+    monthly_generation_limit: int
+    storage_quota_mb: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class MonthUsage:
+    """This UTC month's generations against its effective limit (the stored one plus month-grants)."""
+
+    month: str
+    generation_count: int
+    limit: int
+    base_limit: int
+    granted_this_month: int
+    remaining: int | None
+    is_unlimited: bool
+    reset_date: datetime
+
+    @classmethod
+    def of(cls, stored_limit: int, generation_count: int, granted: int, now: datetime) -> "MonthUsage":
+        limit = effective_limit(stored_limit, granted)
+        return cls(month_of(now), generation_count, limit, stored_limit, granted,
+                   remaining(limit, generation_count), limit == UNLIMITED, next_month_start(now))
+
+
+@dataclass(frozen=True)
+class QuotaOverview:
+    quota: QuotaSettings
+    usage: MonthUsage
+    audit_log: list[Any]  # the newest entries' rows, by column name
+
+
+@dataclass(frozen=True)
+class QuotaStatus:
+    """What the platform asks before a generation: MonthUsage with percentages and flags."""
+
+    plan: str
+    month: str
+    generations_used: int
+    generations_limit: int
+    generations_remaining: int | None
+    base_limit: int
+    granted_this_month: int
+    usage_percent: float
+    is_unlimited: bool
+    is_at_limit: bool
+    is_near_limit: bool
+    reset_date: datetime
+
+
+@dataclass(frozen=True)
+class ResetResult:
+    previous_usage: int
+    limit: int
+    remaining: int | None
+    current_usage: int = 0
+    action: str = "reset"
+
+
+@dataclass(frozen=True)
+class GrantResult:
+    grant_id: int
+    scope: str
+    month: str | None
+    expires_at: datetime | None
+    current_usage: int
+    previous_limit: int
+    new_limit: int
+    remaining: int | None
+    action: str = "grant"
+
+
+@dataclass(frozen=True)
+class VoidResult:
+    grant_id: int
+    scope: str
+    current_usage: int
+    previous_limit: int
+    new_limit: int
+    remaining: int | None
+    action: str = "void"
+
+
+@dataclass(frozen=True)
+class LedgerGrant:
+    """A grant as the ledger lists it, with its status as of now."""
+
+    id: int
+    amount: int
+    scope: str
+    month: str | None
+    expires_at: datetime | None
+    reason: str | None
+    admin_id: str
+    created_at: datetime
+    status: str
+    voided_at: datetime | None
+    voided_by: str | None
+    void_reason: str | None
+
+
+@dataclass(frozen=True)
+class HistoryMonth:
+    """One month of the usage history: what was counted and granted for that month alone."""
+
+    month: str
+    generation_count: int
+    granted_this_month: int
+
+
+@dataclass(frozen=True)
+class UsageHistory:
+    from_month: str
+    to_month: str
+    items: list[HistoryMonth]
