@@ -1,4 +1,4 @@
-"""Fixtures: the app on each database backend, a test client, keys per role, a settable clock.
+"""Fixtures: the app on each database backend, a test client, keys per role, a test clock.
 
 Every test that takes `client` runs once on SQLite and, when TEST_DATABASE_URL is set,
 once more on PostgreSQL (a database created for this run and dropped after it).
@@ -6,9 +6,10 @@ Migrations build the schema; every table is emptied between tests.
 """
 
 import os
+import threading
 import uuid
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -18,10 +19,19 @@ from sqlalchemy import event, make_url, text
 from credits_service import create_app
 from credits_service import services
 from credits_service.cli.db import enable_migrations
-from credits_service.config import TestConfig, utc_now
+from credits_service.config import TestConfig
 from credits_service.extensions import db
 
 BACKENDS = ["sqlite", "postgresql"] if os.environ.get("TEST_DATABASE_URL") else ["sqlite"]
+
+
+def pytest_unconfigure(config):
+    """Cancel the threading.Timer threads libraries leave waiting (the limits library's memory
+    storage starts one per app): under a faked system clock (make test-calendar) their timed
+    wait never ends, and the interpreter would wait for them at exit forever."""
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer):
+            thread.cancel()
 
 
 def _psycopg_dsn(url) -> str:
@@ -103,17 +113,27 @@ def database_url(request, tmp_path_factory):
     return url
 
 
+# Where the test clock stands until a test moves it: mid-month and mid-day, so that what a test
+# does at one instant never straddles a month, whatever the date the suite runs on.
+START = "2026-11-15T12:00:00+00:00"
+
+
 class Clock:
-    """A clock tests can stop at an instant; it runs in real time until set."""
+    """The service's clock in tests: stopped at START until a test sets or advances it, so no test
+    reads the date, or the speed, of the machine it runs on."""
 
     def __init__(self):
-        self.frozen: datetime | None = None
+        self.now = datetime.fromisoformat(START)
 
     def __call__(self) -> datetime:
-        return self.frozen or utc_now()
+        return self.now
 
     def set(self, iso: str) -> None:
-        self.frozen = datetime.fromisoformat(iso).astimezone(UTC)
+        self.now = datetime.fromisoformat(iso).astimezone(UTC)
+
+    def advance(self, **delta: float) -> None:
+        """Move on by timedelta's arguments: clock.advance(days=2)."""
+        self.now += timedelta(**delta)
 
 
 @pytest.fixture

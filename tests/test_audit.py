@@ -10,26 +10,18 @@ from sqlalchemy.exc import DatabaseError
 
 from conftest import assert_error
 from credits_service.extensions import db
+from helpers import consumed, set_limit, succeeded
 
 ENTRY_FIELDS = {"id", "clientId", "adminId", "action", "details", "previousValue", "newValue", "createdAt",
                 "seq", "hash"}
 
 
-
-
 def log_page(api, query="", client_id="acme"):
-    response = api.get(f"/api/admin/clients/{client_id}/audit-log{query}", key="read")
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()
-
-
-def set_limit(api, value, client_id="acme"):
-    """One limit_change entry whose newValue names `value`: a marker of insertion order."""
-    response = api.put(f"/api/admin/clients/{client_id}/quota", json={"monthlyGenerationLimit": value})
-    assert response.status_code == 200, response.get_json()
+    return succeeded(api.get(f"/api/admin/clients/{client_id}/audit-log{query}", key="read"))
 
 
 def marker(entry):
+    """The limit a limit_change entry set: set_limit(api, n) makes entries that mark insertion order."""
     return json.loads(entry["newValue"])["monthlyGenerationLimit"]
 
 
@@ -47,9 +39,9 @@ def one_of_each_action(api):
 
 
 def test_entries_are_newest_first_with_their_fields(api, clock):
-    api.create_client("acme", "Acme Corp")
-    assert api.post("/api/clients/acme/usage", json={"count": 4}, key="service").status_code == 200
     clock.set("2026-11-25T12:00:00+00:00")
+    api.create_client("acme", "Acme Corp")
+    consumed(api, 4)  # in the month the reset below empties
     one_of_each_action(api)
     page = log_page(api)
     assert set(page) == {"items", "limit", "offset", "nextOffset", "nextBefore"}

@@ -20,15 +20,11 @@ from credits_service.config import ConfigurationError
 from credits_service.config import TestConfig
 from credits_service.extensions import db
 from credits_service.audit.chain import GENESIS, chain_hash
+from helpers import set_limit
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_KEY_ID, TEST_SECRET = TestConfig.AUDIT_HMAC_KEYS.split(":", 1)
 NEW_KEY = "2027:a-newer-audit-key-for-the-rotation-test-0123456789"
-
-
-def set_limit(api, value, client_id="acme"):
-    response = api.put(f"/api/admin/clients/{client_id}/quota", json={"monthlyGenerationLimit": value})
-    assert response.status_code == 200, response.get_json()
 
 
 def entries(api, client_id="acme"):

@@ -6,6 +6,7 @@ from datetime import datetime
 import pytest
 
 from conftest import assert_error
+from helpers import consumed
 
 CLIENTS = "/api/admin/clients"
 CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -15,8 +16,6 @@ PLAN_DEFAULTS = {
     "pro": (2000, 20000),
     "enterprise": (-1, -1),
 }
-
-
 
 
 def parse_instant(text):
@@ -268,7 +267,7 @@ def test_delete_cascades_so_a_new_client_with_the_same_id_starts_clean(api):
     api.create_client("acme", "Acme Corp", plan="pro")
     assert api.put(f"{CLIENTS}/acme/quota", json={"monthlyGenerationLimit": 7, "reason": "r"}).status_code == 200
     assert api.put(f"{CLIENTS}/acme/quota", json={"plan": "starter"}).status_code == 200
-    assert api.post("/api/clients/acme/usage", json={"count": 2}, key="service").status_code == 200
+    consumed(api, 2)
     assert len(api.get(f"{CLIENTS}/acme/audit-log", key="read").get_json()["items"]) == 2
 
     assert api.delete(f"{CLIENTS}/acme").status_code == 204

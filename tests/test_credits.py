@@ -5,37 +5,18 @@ import logging
 import pytest
 
 from conftest import assert_error
+from helpers import audit_log, consumed, quota, set_limit
 
 CREDITS = "/api/admin/clients/acme/credits"
 MAX_LIMIT = 2_147_483_647
 FREE_LIMIT = 100
 
 
-
-
-def quota(api, client_id="acme"):
-    return api.get(f"/api/admin/clients/{client_id}/quota", key="read").get_json()
-
-
-def audit_log(api, client_id="acme"):
-    return api.get(f"/api/admin/clients/{client_id}/audit-log", key="read").get_json()["items"]
-
-
-def consume(api, count, client_id="acme"):
-    response = api.post(f"/api/clients/{client_id}/usage", json={"count": count}, key="service")
-    assert response.status_code == 200, response.get_json()
-
-
-def set_limit(api, limit, client_id="acme"):
-    response = api.put(f"/api/admin/clients/{client_id}/quota", json={"monthlyGenerationLimit": limit})
-    assert response.status_code == 200, response.get_json()
-
-
 # ---- grant -------------------------------------------------------------------
 
 
 def test_grant_raises_the_limit(api, acme):
-    consume(api, 7)
+    consumed(api, 7)
     response = api.post(CREDITS, json={"action": "grant", "amount": 50, "reason": "Black Friday"})
     assert response.status_code == 200
     assert response.get_json() == {
@@ -109,7 +90,7 @@ INVALID_BODIES = {
 
 @pytest.mark.parametrize("body, field", INVALID_BODIES.values(), ids=INVALID_BODIES)
 def test_invalid_body_is_400_and_changes_nothing(api, acme, body, field):
-    consume(api, 3)
+    consumed(api, 3)
     error = assert_error(api.post(CREDITS, json=body), 400)
     assert field in error["fields"]
     overview = quota(api)
@@ -145,7 +126,7 @@ def test_grant_up_to_the_largest_limit_is_accepted(api, acme):
 
 
 def test_reset_sets_this_months_usage_to_zero(api, acme):
-    consume(api, 7)
+    consumed(api, 7)
     response = api.post(CREDITS, json={"action": "reset", "reason": "Support ticket 42"})
     assert response.status_code == 200
     assert response.get_json() == {
@@ -162,7 +143,7 @@ def test_reset_sets_this_months_usage_to_zero(api, acme):
 
 
 def test_reset_writes_a_usage_reset_entry(api, acme):
-    consume(api, 7)
+    consumed(api, 7)
     api.post(CREDITS, json={"action": "reset", "reason": "Support ticket 42"})
     [entry] = audit_log(api)
     assert entry["adminId"] == "alice@example.com"
@@ -186,7 +167,7 @@ def test_reset_without_usage_records_zero(api, acme):
 
 def test_remaining_is_null_for_unlimited_clients(api):
     api.create_client("acme", "Acme Corp", plan="enterprise")
-    consume(api, 7)
+    consumed(api, 7)
     reset = api.post(CREDITS, json={"action": "reset"}).get_json()
     assert (reset["limit"], reset["remaining"]) == (-1, None)
     usage = quota(api)["usage"]
@@ -195,7 +176,7 @@ def test_remaining_is_null_for_unlimited_clients(api):
 
 
 def test_remaining_is_never_negative_when_usage_exceeds_a_lowered_limit(api, acme):
-    consume(api, 50)
+    consumed(api, 50)
     set_limit(api, 10)
     assert quota(api)["usage"]["remaining"] == 0
     grant = api.post(CREDITS, json={"action": "grant", "amount": 5}).get_json()

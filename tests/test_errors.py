@@ -7,19 +7,18 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from conftest import assert_error
+from helpers import audit_log, quota, quota_status
 
 MAX_BODY = 65536
 CREDITS = "/api/admin/clients/acme/credits"
 
 
-
-
 def generation_limit(api):
-    return api.get("/api/admin/clients/acme/quota", key="read").get_json()["quota"]["monthlyGenerationLimit"]
+    return quota(api)["quota"]["monthlyGenerationLimit"]
 
 
 def audit_count(api):
-    return len(api.get("/api/admin/clients/acme/audit-log", key="read").get_json()["items"])
+    return len(audit_log(api))
 
 
 def json_headers():
@@ -215,7 +214,7 @@ def test_json_the_parser_cannot_hold_is_400(api, acme, raw):
 def test_a_non_json_content_type_is_415_even_without_a_body(api, acme):
     response = api.post("/api/clients/acme/usage", data="", headers={"Content-Type": "text/plain"}, key="service")
     assert_error(response, 415)
-    assert api.get("/api/clients/acme/quota-status", key="service").get_json()["generationsUsed"] == 0
+    assert quota_status(api)["generationsUsed"] == 0
 
 
 @pytest.mark.parametrize("client_id", ["a%00b", "a b", "a" * 65, "%C3%A9"], ids=["nul", "space", "too-long", "accent"])

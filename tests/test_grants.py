@@ -3,6 +3,7 @@
 import pytest
 
 from conftest import assert_error
+from helpers import audit_log, consume, consumed, grant, granted, quota, quota_status, set_limit, succeeded
 
 CREDITS = "/api/admin/clients/acme/credits"
 GRANTS = "/api/admin/clients/acme/grants"
@@ -18,21 +19,6 @@ def november(clock):
     clock.set(NOVEMBER)
 
 
-def grant(api, amount, scope=None, reason=None, client_id="acme"):
-    body = {"action": "grant", "amount": amount}
-    if scope:
-        body["scope"] = scope
-    if reason:
-        body["reason"] = reason
-    return api.post(f"/api/admin/clients/{client_id}/credits", json=body)
-
-
-def granted(api, amount, scope=None, **kwargs):
-    response = grant(api, amount, scope, **kwargs)
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()
-
-
 def void(api, grant_id, reason=None, client_id="acme", headers=None):
     body = {"action": "void", "grantId": grant_id}
     if reason:
@@ -41,48 +27,17 @@ def void(api, grant_id, reason=None, client_id="acme", headers=None):
 
 
 def voided(api, grant_id, **kwargs):
-    response = void(api, grant_id, **kwargs)
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()
-
-
-def consume(api, count, client_id="acme"):
-    return api.post(f"/api/clients/{client_id}/usage", json={"count": count}, key="service")
-
-
-def consumed(api, count):
-    response = consume(api, count)
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()
+    return succeeded(void(api, grant_id, **kwargs))
 
 
 def usage(api):
-    response = api.get("/api/admin/clients/acme/quota", key="read")
-    assert response.status_code == 200
-    body = response.get_json()
+    """The stored limit, and this month's usage as the admin overview shows it."""
+    body = quota(api)
     return body["quota"]["monthlyGenerationLimit"], body["usage"]
 
 
-def status(api):
-    response = api.get("/api/clients/acme/quota-status", key="service")
-    assert response.status_code == 200
-    return response.get_json()
-
-
 def ledger(api, query=""):
-    response = api.get(GRANTS + query, key="read")
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()
-
-
-def audit_log(api, action=None):
-    query = f"?action={action}" if action else ""
-    return api.get(f"/api/admin/clients/acme/audit-log{query}", key="read").get_json()["items"]
-
-
-def set_limit(api, limit):
-    response = api.put("/api/admin/clients/acme/quota", json={"monthlyGenerationLimit": limit})
-    assert response.status_code == 200, response.get_json()
+    return succeeded(api.get(GRANTS + query, key="read"))
 
 
 # ---- month grants --------------------------------------------------------------
@@ -101,9 +56,9 @@ def test_a_month_grant_raises_this_months_effective_limit_only(api, acme):
     assert (this_month["limit"], this_month["baseLimit"], this_month["grantedThisMonth"], this_month["remaining"]) == (
         FREE_LIMIT + 50, FREE_LIMIT, 50, FREE_LIMIT + 50 - 7,
     )
-    quota_status = status(api)
-    assert (quota_status["generationsLimit"], quota_status["baseLimit"], quota_status["grantedThisMonth"],
-            quota_status["generationsRemaining"]) == (FREE_LIMIT + 50, FREE_LIMIT, 50, FREE_LIMIT + 50 - 7)
+    seen = quota_status(api)
+    assert (seen["generationsLimit"], seen["baseLimit"], seen["grantedThisMonth"],
+            seen["generationsRemaining"]) == (FREE_LIMIT + 50, FREE_LIMIT, 50, FREE_LIMIT + 50 - 7)
 
 
 def test_consumption_uses_the_effective_limit_and_refuses_past_it(api, acme):
@@ -116,8 +71,8 @@ def test_consumption_uses_the_effective_limit_and_refuses_past_it(api, acme):
     assert (body["generationCount"], body["limit"], body["remaining"]) == (140, 150, 10)
     assert "limit of 150" in body["error"]
     assert consumed(api, 10)["remaining"] == 0
-    quota_status = status(api)
-    assert (quota_status["isAtLimit"], quota_status["usagePercent"]) == (True, 100)
+    seen = quota_status(api)
+    assert (seen["isAtLimit"], seen["usagePercent"]) == (True, 100)
 
 
 def test_a_month_grant_before_any_usage_lets_one_consumption_pass_the_stored_limit(api, acme):
@@ -137,9 +92,9 @@ def test_a_month_grant_made_on_the_last_millisecond_is_gone_at_the_first_of_the_
     assert consumed(api, 150)["limit"] == 150
 
     clock.set(FIRST_MS_OF_DECEMBER)
-    quota_status = status(api)
-    assert (quota_status["month"], quota_status["generationsLimit"], quota_status["baseLimit"],
-            quota_status["grantedThisMonth"]) == ("2026-12", FREE_LIMIT, FREE_LIMIT, 0)
+    seen = quota_status(api)
+    assert (seen["month"], seen["generationsLimit"], seen["baseLimit"],
+            seen["grantedThisMonth"]) == ("2026-12", FREE_LIMIT, FREE_LIMIT, 0)
     assert consumed(api, FREE_LIMIT) == {"month": "2026-12", "generationCount": FREE_LIMIT, "limit": FREE_LIMIT,
                                          "remaining": 0}
     assert consume(api, 1).status_code == 402
@@ -150,7 +105,7 @@ def test_a_month_grant_made_on_the_last_millisecond_is_gone_at_the_first_of_the_
 def test_a_permanent_grant_stays_next_month(api, acme, clock):
     granted(api, 50)
     clock.set(FIRST_MS_OF_DECEMBER)
-    assert status(api)["generationsLimit"] == FREE_LIMIT + 50
+    assert quota_status(api)["generationsLimit"] == FREE_LIMIT + 50
     assert ledger(api)["items"][0]["status"] == "active"
 
 
@@ -158,7 +113,7 @@ def test_a_month_grant_writes_a_credit_grant_entry_with_effective_limits(api, ac
     set_limit(api, 200)
     granted(api, 25, "month")
     answer = granted(api, 50, "month", reason="Onboarding")
-    entry = audit_log(api, "credit_grant")[0]
+    entry = audit_log(api, query="?action=credit_grant")[0]
     assert entry["details"] == {"amount": 50, "reason": "Onboarding", "scope": "month",
                                 "grantId": answer["grantId"], "month": "2026-11"}
     assert (entry["previousValue"], entry["newValue"]) == ("225", "275")
@@ -169,7 +124,7 @@ def test_a_permanent_grant_reports_effective_limits_too(api, acme):
     answer = granted(api, 10)
     assert (answer["previousLimit"], answer["newLimit"]) == (FREE_LIMIT + 25, FREE_LIMIT + 35)
     assert usage(api)[0] == FREE_LIMIT + 10
-    entry = audit_log(api, "credit_grant")[0]
+    entry = audit_log(api, query="?action=credit_grant")[0]
     assert (entry["previousValue"], entry["newValue"]) == (str(FREE_LIMIT + 25), str(FREE_LIMIT + 35))
 
 
@@ -202,7 +157,7 @@ def test_voiding_a_permanent_grant_lowers_the_stored_limit(api, acme):
     assert answer == {"action": "void", "grantId": grant_id, "scope": "permanent", "currentUsage": 7,
                       "previousLimit": FREE_LIMIT + 50, "newLimit": FREE_LIMIT, "remaining": FREE_LIMIT - 7}
     assert usage(api)[0] == FREE_LIMIT
-    [entry] = audit_log(api, "credit_void")
+    [entry] = audit_log(api, query="?action=credit_void")
     assert entry["adminId"] == "alice@example.com"
     assert entry["details"] == {"grantId": grant_id, "amount": 50, "scope": "permanent", "reason": "Typed 50 for 5"}
     assert (entry["previousValue"], entry["newValue"]) == (str(FREE_LIMIT + 50), str(FREE_LIMIT))
@@ -220,7 +175,7 @@ def test_voiding_a_month_grant_removes_it_from_its_month(api, acme):
                       "previousLimit": FREE_LIMIT + 5030, "newLimit": FREE_LIMIT + 30, "remaining": FREE_LIMIT + 30}
     stored, this_month = usage(api)
     assert (stored, this_month["grantedThisMonth"], this_month["limit"]) == (FREE_LIMIT, 30, FREE_LIMIT + 30)
-    [entry] = audit_log(api, "credit_void")
+    [entry] = audit_log(api, query="?action=credit_void")
     assert entry["details"] == {"grantId": mistake, "amount": 5000, "scope": "month", "reason": None,
                                 "month": "2026-11"}
     assert [(row["id"], row["status"]) for row in ledger(api)["items"]] == [(mistake, "voided"), (keep, "active")]
@@ -231,8 +186,8 @@ def test_usage_already_counted_stays_after_a_void_and_consumption_is_refused(api
     consumed(api, 140)
     answer = voided(api, grant_id)
     assert (answer["newLimit"], answer["currentUsage"], answer["remaining"]) == (FREE_LIMIT, 140, 0)
-    quota_status = status(api)
-    assert (quota_status["generationsUsed"], quota_status["generationsRemaining"], quota_status["isAtLimit"]) == (
+    seen = quota_status(api)
+    assert (seen["generationsUsed"], seen["generationsRemaining"], seen["isAtLimit"]) == (
         140, 0, True,
     )
     assert consume(api, 1).status_code == 402
@@ -245,7 +200,7 @@ def test_voiding_a_month_grant_whose_month_is_over_is_409(api, acme, clock):
     error = assert_error(void(api, grant_id), 409)
     assert "2026-11" in error["error"] and "expired" in error["error"]
     assert ledger(api)["items"][0]["status"] == "expired"
-    assert audit_log(api, "credit_void") == []
+    assert audit_log(api, query="?action=credit_void") == []
 
 
 def test_voiding_a_permanent_grant_below_zero_is_409(api, acme):
@@ -278,7 +233,7 @@ def test_voiding_twice_is_409(api, acme):
     error = assert_error(void(api, grant_id), 409)
     assert "already voided" in error["error"]
     assert usage(api)[0] == FREE_LIMIT
-    assert len(audit_log(api, "credit_void")) == 1
+    assert len(audit_log(api, query="?action=credit_void")) == 1
 
 
 def test_an_unknown_grant_or_one_of_another_client_is_404(api, acme):
@@ -298,7 +253,7 @@ def test_a_void_is_replayed_for_its_idempotency_key(api, acme):
     again = void(api, grant_id, headers=headers)
     assert (again.status_code, again.headers["Idempotent-Replayed"]) == (200, "true")
     assert again.get_json() == first.get_json()
-    assert len(audit_log(api, "credit_void")) == 1
+    assert len(audit_log(api, query="?action=credit_void")) == 1
 
 
 def test_a_month_grant_is_replayed_for_its_idempotency_key(api, acme):
@@ -322,7 +277,7 @@ def test_deleting_a_client_deletes_its_grants(api, acme):
     assert api.delete("/api/admin/clients/acme").status_code == 204
     api.create_client("acme", "Acme Corp")
     assert ledger(api)["items"] == []
-    assert status(api)["grantedThisMonth"] == 0
+    assert quota_status(api)["grantedThisMonth"] == 0
 
 
 INVALID_BODIES = {

@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import assert_error, config_for, dispose_engines, make_key
 from credits_service import create_app
+from helpers import consume, consumed, grant, granted, set_limit
 from integration.servers import free_port
 
 SECRET_CLIENT = "acme-7f3a9c-private"
@@ -124,7 +125,7 @@ class TestNotRateLimited:
 
 def test_metrics_label_by_route_template_and_leak_no_client_or_key(api):
     api.create_client(SECRET_CLIENT, "Secret Co")
-    assert api.post(f"/api/clients/{SECRET_CLIENT}/usage", json={"count": 1}, key="service").status_code == 200
+    consumed(api, 1, SECRET_CLIENT)
     bad_key = "cs_" + "x" * 43
     assert_error(api.get(f"/api/admin/clients/{SECRET_CLIENT}", key=bad_key), 401)
     assert_error(api.get(f"/no/such/{SECRET_CLIENT}"), 404)
@@ -144,28 +145,24 @@ def test_metrics_label_by_route_template_and_leak_no_client_or_key(api):
 def test_domain_counters_count_committed_changes_only(api, app, clock):
     api.create_client()
     tiny = api.create_client("tiny", "Tiny")
-    assert api.put(f"/api/admin/clients/{tiny['id']}/quota", json={"monthlyGenerationLimit": 1}).status_code == 200
+    set_limit(api, 1, tiny["id"])
     api.create_client("boundless", "Boundless", plan="enterprise")
     revoked = make_key(app, "gone@example.com", "read")
     expiring = make_key(app, "soon@example.com", "read", expires_in_days=1)
-    api.client.application.test_cli_runner().invoke(args=["keys", "revoke", "gone@example.com"])
+    assert app.test_cli_runner().invoke(args=["keys", "revoke", "gone@example.com"]).exit_code == 0
     before = scrape(api.client)
 
-    def post_grant(client_id, amount, **headers):
-        return api.post(f"/api/admin/clients/{client_id}/credits", json={"action": "grant", "amount": amount},
-                        headers=headers)
-
-    assert post_grant("acme", 5).status_code == 200
-    assert post_grant("acme", 7, **{"Idempotency-Key": "g-1"}).status_code == 200
-    assert post_grant("acme", 7, **{"Idempotency-Key": "g-1"}).headers["Idempotent-Replayed"] == "true"
-    assert_error(post_grant("boundless", 9), 409)  # refused and rolled back: not counted
-    assert api.post("/api/clients/acme/usage", json={"count": 3}, key="service").status_code == 200
-    assert api.post("/api/clients/tiny/usage", json={"count": 2}, key="service").status_code == 402
-    assert api.post("/api/clients/tiny/usage", json={"count": 1}, key="service").status_code == 200
-    assert api.post("/api/clients/tiny/usage", json={"count": 1}, key="service").status_code == 402
+    granted(api, 5)
+    granted(api, 7, headers={"Idempotency-Key": "g-1"})
+    assert grant(api, 7, headers={"Idempotency-Key": "g-1"}).headers["Idempotent-Replayed"] == "true"
+    assert_error(grant(api, 9, client_id="boundless"), 409)  # refused and rolled back: not counted
+    consumed(api, 3)
+    assert consume(api, 2, "tiny").status_code == 402
+    consumed(api, 1, "tiny")
+    assert consume(api, 1, "tiny").status_code == 402
     for key in (None, "cs_unknown", revoked):
         assert_error(api.get("/api/admin/clients", key=key), 401)
-    clock.set("2999-01-01T00:00:00+00:00")
+    clock.advance(days=1)
     assert_error(api.get("/api/admin/clients", key=expiring), 401)
     after = scrape(api.client)
 

@@ -105,17 +105,13 @@ BODIES = {
 SCHEMES = {"bearer", "basic", "token"}
 
 
-def later(days):
-    return (datetime.now(UTC) + timedelta(days=days)).isoformat()
-
-
 def presented_credentials(app, runner, clock) -> list[str | None]:
     """Authorization header values: valid keys of each role, revoked, expired, unknown and malformed ones."""
     valid = {role: make_key(app, f"{role}-holder@example.com", role) for role in ROLES}
     revoked = make_key(app, "departed@example.com", "write")
     assert runner.invoke(args=["keys", "revoke", "departed@example.com"]).exit_code == 0
     expired = make_key(app, "temporary@example.com", "write", expires_in_days=1)
-    clock.set(later(2))
+    clock.advance(days=2)
     return [
         *(f"Bearer {valid[role]}" for role in ROLES),
         f"Bearer {revoked}",

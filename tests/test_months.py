@@ -5,6 +5,8 @@ import time
 
 import pytest
 
+from helpers import consumed
+
 
 @pytest.fixture(params=["Pacific/Kiritimati", "Pacific/Pago_Pago"], ids=["utc+14", "utc-11"], autouse=True)
 def server_time_zone(request):
@@ -25,12 +27,6 @@ def usage_at(api, clock, iso, client_id="acme"):
     response = api.get(f"/api/admin/clients/{client_id}/quota", key="read")
     assert response.status_code == 200, response.get_json()
     return response.get_json()["usage"]
-
-
-def consume(api, count, client_id="acme"):
-    response = api.post(f"/api/clients/{client_id}/usage", json={"count": count}, key="service")
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()
 
 
 def test_the_local_time_zone_is_really_not_utc(server_time_zone):
@@ -58,7 +54,7 @@ def test_month_and_reset_date_follow_utc(api, clock, now, month, reset_date):
 def test_november_usage_stops_counting_at_the_first_utc_instant_of_december(api, clock):
     api.create_client("acme", "Acme Corp")
     clock.set("2026-11-30T23:30:00+00:00")
-    assert consume(api, 3) == {"month": "2026-11", "generationCount": 3, "limit": 100, "remaining": 97}
+    assert consumed(api, 3) == {"month": "2026-11", "generationCount": 3, "limit": 100, "remaining": 97}
 
     november = usage_at(api, clock, "2026-11-30T23:59:59+00:00")
     assert (november["month"], november["generationCount"], november["remaining"]) == ("2026-11", 3, 97)
@@ -69,9 +65,9 @@ def test_november_usage_stops_counting_at_the_first_utc_instant_of_december(api,
 def test_consumption_lands_in_the_utc_month(api, clock):
     api.create_client("acme", "Acme Corp")
     clock.set("2026-11-30T23:59:59+00:00")
-    assert consume(api, 2)["month"] == "2026-11"
+    assert consumed(api, 2)["month"] == "2026-11"
     clock.set("2026-12-01T00:00:00+00:00")
-    assert consume(api, 5) == {"month": "2026-12", "generationCount": 5, "limit": 100, "remaining": 95}
+    assert consumed(api, 5) == {"month": "2026-12", "generationCount": 5, "limit": 100, "remaining": 95}
     assert usage_at(api, clock, "2026-11-30T23:59:59+00:00")["generationCount"] == 2
     assert usage_at(api, clock, "2026-12-31T23:59:59+00:00")["generationCount"] == 5
 
@@ -79,9 +75,9 @@ def test_consumption_lands_in_the_utc_month(api, clock):
 def test_a_reset_in_december_leaves_november_untouched(api, clock):
     api.create_client("acme", "Acme Corp")
     clock.set("2026-11-30T23:30:00+00:00")
-    consume(api, 3)
+    consumed(api, 3)
     clock.set("2026-12-01T00:00:00+00:00")
-    consume(api, 4)
+    consumed(api, 4)
 
     response = api.post("/api/admin/clients/acme/credits", json={"action": "reset", "reason": "new month"})
     assert response.status_code == 200, response.get_json()
@@ -95,7 +91,7 @@ def test_a_reset_in_december_leaves_november_untouched(api, clock):
 def test_a_reset_at_the_start_of_december_with_no_december_usage_keeps_november(api, clock):
     api.create_client("acme", "Acme Corp")
     clock.set("2026-11-30T23:30:00+00:00")
-    consume(api, 3)
+    consumed(api, 3)
     clock.set("2026-12-01T00:00:00+00:00")
     response = api.post("/api/admin/clients/acme/credits", json={"action": "reset"})
     assert response.status_code == 200, response.get_json()

@@ -6,6 +6,7 @@ from datetime import datetime
 import pytest
 
 from conftest import assert_error
+from helpers import audit_log, consumed, quota, succeeded
 
 PLAN_DEFAULTS = {
     "free": (100, 1000),
@@ -16,33 +17,21 @@ PLAN_DEFAULTS = {
 MAX_INT = 2147483647
 
 
-
-
 def quota_path(client_id="acme"):
     return f"/api/admin/clients/{client_id}/quota"
 
 
-def overview(api, client_id="acme"):
-    response = api.get(quota_path(client_id), key="read")
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()
-
-
 def limits(api, client_id="acme"):
-    quota = overview(api, client_id)["quota"]
-    return quota["plan"], quota["monthlyGenerationLimit"], quota["storageQuotaMb"]
+    stored = quota(api, client_id)["quota"]
+    return stored["plan"], stored["monthlyGenerationLimit"], stored["storageQuotaMb"]
 
 
 def audit_entries(api, client_id="acme"):
-    response = api.get(f"/api/admin/clients/{client_id}/audit-log?limit=100", key="read")
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()["items"]
+    return audit_log(api, client_id, "?limit=100")
 
 
 def put_quota(api, body, client_id="acme"):
-    response = api.put(quota_path(client_id), json=body)
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()
+    return succeeded(api.put(quota_path(client_id), json=body))
 
 
 def snapshot(plan, monthly_generation_limit, storage_quota_mb):
@@ -61,14 +50,14 @@ def instant(text):
 def test_overview_shape_for_a_new_client(api, clock):
     clock.set("2026-11-25T12:00:00+00:00")
     api.create_client("acme", "Acme Corp")
-    body = overview(api)
+    body = quota(api)
     assert set(body) == {"quota", "usage", "auditLog"}
-    quota, usage = body["quota"], body["usage"]
-    assert set(quota) == {"clientId", "plan", "monthlyGenerationLimit", "storageQuotaMb", "updatedAt"}
-    assert (quota["clientId"], quota["plan"], quota["monthlyGenerationLimit"], quota["storageQuotaMb"]) == (
+    stored, usage = body["quota"], body["usage"]
+    assert set(stored) == {"clientId", "plan", "monthlyGenerationLimit", "storageQuotaMb", "updatedAt"}
+    assert (stored["clientId"], stored["plan"], stored["monthlyGenerationLimit"], stored["storageQuotaMb"]) == (
         "acme", "free", 100, 1000,
     )
-    assert instant(quota["updatedAt"]) == datetime.fromisoformat("2026-11-25T12:00:00+00:00")
+    assert instant(stored["updatedAt"]) == datetime.fromisoformat("2026-11-25T12:00:00+00:00")
     assert set(usage) == {
         "month", "generationCount", "limit", "baseLimit", "grantedThisMonth", "remaining", "isUnlimited",
         "resetDate",
@@ -83,15 +72,15 @@ def test_overview_shape_for_a_new_client(api, clock):
 
 def test_usage_counts_this_months_consumption(api):
     api.create_client("acme", "Acme Corp")
-    assert api.post("/api/clients/acme/usage", json={"count": 7}, key="service").status_code == 200
-    usage = overview(api)["usage"]
+    consumed(api, 7)
+    usage = quota(api)["usage"]
     assert (usage["generationCount"], usage["remaining"], usage["isUnlimited"]) == (7, 93, False)
 
 
 def test_enterprise_is_unlimited(api):
     api.create_client("acme", "Acme Corp", plan="enterprise")
-    assert api.post("/api/clients/acme/usage", json={"count": 5}, key="service").status_code == 200
-    usage = overview(api)["usage"]
+    consumed(api, 5)
+    usage = quota(api)["usage"]
     assert (usage["generationCount"], usage["remaining"], usage["isUnlimited"]) == (5, None, True)
 
 
@@ -99,7 +88,7 @@ def test_audit_log_holds_the_10_newest_entries_newest_first(api):
     api.create_client("acme", "Acme Corp")
     for i in range(1, 13):
         put_quota(api, {"monthlyGenerationLimit": i, "reason": f"change {i}"})
-    recent = overview(api)["auditLog"]
+    recent = quota(api)["auditLog"]
     assert [entry["details"]["reason"] for entry in recent] == [f"change {i}" for i in range(12, 2, -1)]
     assert [json.loads(entry["newValue"])["monthlyGenerationLimit"] for entry in recent] == list(range(12, 2, -1))
     assert recent == audit_entries(api)[:10]
@@ -162,13 +151,13 @@ def test_limit_only_change_keeps_the_plan(api, body, expected):
 def test_integer_fields_accept_their_range(api, field, value):
     api.create_client("acme", "Acme Corp")
     assert put_quota(api, {field: value})[field] == value
-    assert overview(api)["quota"][field] == value
+    assert quota(api)["quota"][field] == value
 
 
 def test_unlimited_limit_gives_null_remaining(api):
     api.create_client("acme", "Acme Corp")
     put_quota(api, {"monthlyGenerationLimit": -1})
-    usage = overview(api)["usage"]
+    usage = quota(api)["usage"]
     assert (usage["remaining"], usage["isUnlimited"]) == (None, True)
 
 
@@ -228,9 +217,9 @@ def test_put_unknown_client_is_404(api):
 @pytest.mark.parametrize(("key", "status"), [("read", 403), ("service", 403), (None, 401)])
 def test_only_write_keys_change_the_quota(api, key, status):
     api.create_client("acme", "Acme Corp")
-    before = overview(api)
+    before = quota(api)
     assert_error(api.put(quota_path(), json={"plan": "pro", "reason": "no"}, key=key), status)
-    assert overview(api) == before
+    assert quota(api) == before
     assert audit_entries(api) == []
 
 

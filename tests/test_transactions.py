@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from credits_service.extensions import db
+from helpers import consumed, granted
 
 CREDITS = "/api/admin/clients/acme/credits"
 
@@ -58,8 +59,8 @@ def failing_audit_log(app):
 def acme(api):
     """A client with some usage and one earlier audit entry."""
     api.create_client("acme", "Acme Corp")
-    assert api.post("/api/clients/acme/usage", json={"count": 7}, key="service").status_code == 200
-    assert api.post(CREDITS, json={"action": "grant", "amount": 20}).status_code == 200
+    consumed(api, 7)
+    granted(api, 20)
 
 
 def snapshot(api):
@@ -123,6 +124,4 @@ def test_failed_idempotent_grant_stores_no_answer(api, acme, failing_audit_log):
 
 
 def test_usage_writes_no_audit_entry_so_it_is_unaffected(api, acme, failing_audit_log):
-    response = api.post("/api/clients/acme/usage", json={"count": 3}, key="service")
-    assert response.status_code == 200
-    assert response.get_json()["generationCount"] == 10
+    assert consumed(api, 3)["generationCount"] == 10

@@ -3,11 +3,17 @@
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import text
+
+from credits_service.extensions import db
+from helpers import consume, consumed, granted, quota, quota_status, set_limit
 
 NOW = "2026-11-15T12:00:00+00:00"
 MONTH = "2026-11"
 RESET_DATE = datetime(2026, 12, 1, tzinfo=UTC)
 FREE_LIMIT = 100
+USAGE = "/api/clients/acme/usage"
+STATUS = "/api/clients/acme/quota-status"
 
 USAGE_FIELDS = {"month", "generationCount", "limit", "remaining"}
 REFUSAL_FIELDS = {"error", "month", "generationCount", "limit", "remaining"}
@@ -22,24 +28,8 @@ def frozen(clock):
     clock.set(NOW)
 
 
-def consume(api, client_id="acme", **kwargs):
-    return api.post(f"/api/clients/{client_id}/usage", key="service", **kwargs)
-
-
-def consumed(api, count, client_id="acme"):
-    response = consume(api, client_id, json={"count": count})
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()
-
-
-def quota_status(api, client_id="acme", key="service"):
-    return api.get(f"/api/clients/{client_id}/quota-status", key=key)
-
-
 def used_this_month(api, client_id="acme"):
-    response = api.get(f"/api/admin/clients/{client_id}/quota", key="read")
-    assert response.status_code == 200
-    usage = response.get_json()["usage"]
+    usage = quota(api, client_id)["usage"]
     assert usage["month"] == MONTH
     return usage["generationCount"]
 
@@ -53,7 +43,7 @@ def instant(text):
 
 def test_consumption_answers_month_count_limit_and_remaining(api):
     api.create_client()
-    response = consume(api, json={"count": 7})
+    response = consume(api, 7)
     assert response.status_code == 200
     assert response.get_json() == {"month": MONTH, "generationCount": 7, "limit": FREE_LIMIT, "remaining": 93}
     assert used_this_month(api) == 7
@@ -63,7 +53,7 @@ def test_consumption_answers_month_count_limit_and_remaining(api):
 def test_count_defaults_to_one(api, body):
     api.create_client()
     kwargs = {} if body is None else {"json": body}
-    response = consume(api, **kwargs)
+    response = api.post(USAGE, key="service", **kwargs)
     assert response.status_code == 200, response.get_json()
     assert response.get_json() == {"month": MONTH, "generationCount": 1, "limit": FREE_LIMIT, "remaining": 99}
 
@@ -79,7 +69,7 @@ def test_counts_accumulate(api):
 
 def test_exactly_reaching_the_limit_is_allowed(api):
     api.create_client()
-    response = consume(api, json={"count": FREE_LIMIT})
+    response = consume(api, FREE_LIMIT)
     assert response.status_code == 200
     assert response.get_json() == {"month": MONTH, "generationCount": FREE_LIMIT, "limit": FREE_LIMIT, "remaining": 0}
 
@@ -87,7 +77,7 @@ def test_exactly_reaching_the_limit_is_allowed(api):
 def test_going_over_the_limit_is_refused_with_402_and_changes_nothing(api):
     api.create_client()
     consumed(api, FREE_LIMIT)
-    response = consume(api, json={"count": 1})
+    response = consume(api, 1)
     assert response.status_code == 402
     body = response.get_json()
     assert set(body) == REFUSAL_FIELDS
@@ -103,7 +93,7 @@ def test_going_over_the_limit_is_refused_with_402_and_changes_nothing(api):
 def test_refusal_is_all_or_nothing(api):
     api.create_client()
     consumed(api, 95)
-    response = consume(api, json={"count": 10})
+    response = consume(api, 10)
     assert response.status_code == 402
     body = response.get_json()
     assert {key: body[key] for key in USAGE_FIELDS} == {
@@ -116,7 +106,7 @@ def test_refusal_is_all_or_nothing(api):
 
 def test_a_count_above_the_whole_limit_is_refused_on_a_fresh_month(api):
     api.create_client()
-    response = consume(api, json={"count": FREE_LIMIT + 1})
+    response = consume(api, FREE_LIMIT + 1)
     assert response.status_code == 402
     body = response.get_json()
     assert {key: body[key] for key in USAGE_FIELDS} == {
@@ -153,8 +143,7 @@ def test_unlimited_client_is_never_refused(api):
 
 def test_granted_credits_count(api):
     api.create_client()
-    grant = api.post("/api/admin/clients/acme/credits", json={"action": "grant", "amount": 50})
-    assert grant.status_code == 200
+    granted(api, 50)
     assert consumed(api, 150) == {"month": MONTH, "generationCount": 150, "limit": 150, "remaining": 0}
     assert consume(api).status_code == 402
 
@@ -163,7 +152,7 @@ def test_granted_credits_count(api):
                          ids=["zero", "too big", "negative", "float", "integral float", "bool", "string", "null"])
 def test_invalid_count_is_refused(api, count):
     api.create_client()
-    response = consume(api, json={"count": count})
+    response = consume(api, count)
     assert response.status_code == 400
     body = response.get_json()
     assert set(body) == {"error", "fields"}
@@ -179,7 +168,7 @@ def test_count_bounds_are_accepted(api, count):
 
 def test_unknown_field_is_refused(api):
     api.create_client()
-    response = consume(api, json={"count": 1, "model": "large"})
+    response = api.post(USAGE, json={"count": 1, "model": "large"}, key="service")
     assert response.status_code == 400
     body = response.get_json()
     assert "model" in body["fields"]
@@ -187,7 +176,7 @@ def test_unknown_field_is_refused(api):
 
 
 def test_unknown_client_is_404(api):
-    response = consume(api, "nobody", json={"count": 1})
+    response = consume(api, 1, "nobody")
     assert response.status_code == 404
     assert set(response.get_json()) == {"error"}
 
@@ -195,7 +184,7 @@ def test_unknown_client_is_404(api):
 @pytest.mark.parametrize("role", ["read", "write"])
 def test_admin_keys_may_not_consume(api, role):
     api.create_client()
-    response = api.post("/api/clients/acme/usage", json={"count": 1}, key=role)
+    response = api.post(USAGE, json={"count": 1}, key=role)
     assert response.status_code == 403
     assert set(response.get_json()) == {"error"}
     assert used_this_month(api) == 0
@@ -203,7 +192,7 @@ def test_admin_keys_may_not_consume(api, role):
 
 def test_consumption_needs_a_key(api):
     api.create_client()
-    response = api.post("/api/clients/acme/usage", json={"count": 1}, key=None)
+    response = api.post(USAGE, json={"count": 1}, key=None)
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert used_this_month(api) == 0
@@ -212,7 +201,7 @@ def test_consumption_needs_a_key(api):
 def test_consumption_writes_no_audit_entry(api):
     api.create_client()
     consumed(api, 3)
-    assert consume(api, json={"count": FREE_LIMIT}).status_code == 402
+    assert consume(api, FREE_LIMIT).status_code == 402
     response = api.get("/api/admin/clients/acme/audit-log", key="read")
     assert response.status_code == 200
     assert response.get_json()["items"] == []
@@ -224,9 +213,7 @@ def test_consumption_writes_no_audit_entry(api):
 @pytest.mark.parametrize("role", ["service", "read", "write"])
 def test_quota_status_of_a_fresh_client(api, role):
     api.create_client()
-    response = quota_status(api, key=role)
-    assert response.status_code == 200
-    body = response.get_json()
+    body = quota_status(api, key=role)
     assert set(body) == STATUS_FIELDS
     assert instant(body.pop("resetDate")) == RESET_DATE
     assert body == {
@@ -244,7 +231,7 @@ def test_quota_status_of_a_fresh_client(api, role):
 def test_quota_status_near_and_at_limit(api, used, near, at_limit):
     api.create_client()
     consumed(api, used)
-    body = quota_status(api).get_json()
+    body = quota_status(api)
     assert body["generationsUsed"] == used
     assert body["generationsLimit"] == FREE_LIMIT
     assert body["generationsRemaining"] == FREE_LIMIT - used
@@ -256,7 +243,7 @@ def test_quota_status_near_and_at_limit(api, used, near, at_limit):
 def test_quota_status_of_an_unlimited_client(api):
     api.create_client(plan="enterprise")
     consumed(api, 5_000)
-    body = quota_status(api).get_json()
+    body = quota_status(api)
     assert instant(body.pop("resetDate")) == RESET_DATE
     assert body.pop("usagePercent") in (0, None)
     assert body == {
@@ -268,21 +255,20 @@ def test_quota_status_of_an_unlimited_client(api):
 
 def test_quota_status_uses_the_stored_limit_with_granted_credits(api):
     api.create_client()
-    grant = api.post("/api/admin/clients/acme/credits", json={"action": "grant", "amount": 50})
-    assert grant.status_code == 200
+    granted(api, 50)
     consumed(api, 119)
-    body = quota_status(api).get_json()
+    body = quota_status(api)
     assert body["plan"] == "free"
     assert body["generationsLimit"] == 150
     assert body["generationsRemaining"] == 31
     assert body["isNearLimit"] is False  # 119 of 150 is 79.3 %
     assert body["isAtLimit"] is False
     consumed(api, 1)
-    body = quota_status(api).get_json()
+    body = quota_status(api)
     assert body["usagePercent"] == pytest.approx(80)
     assert body["isNearLimit"] is True
     consumed(api, 30)
-    body = quota_status(api).get_json()
+    body = quota_status(api)
     assert (body["generationsUsed"], body["generationsRemaining"], body["isAtLimit"]) == (150, 0, True)
 
 
@@ -290,22 +276,22 @@ def test_quota_status_follows_the_utc_month(api, clock):
     clock.set("2026-11-30T23:59:59+00:00")
     api.create_client()
     consumed(api, 42)
-    assert quota_status(api).get_json()["generationsUsed"] == 42
+    assert quota_status(api)["generationsUsed"] == 42
     clock.set("2026-12-01T00:00:00+00:00")
-    body = quota_status(api).get_json()
+    body = quota_status(api)
     assert (body["month"], body["generationsUsed"]) == ("2026-12", 0)
     assert instant(body["resetDate"]) == datetime(2027, 1, 1, tzinfo=UTC)
 
 
 def test_quota_status_of_unknown_client_is_404(api):
-    response = quota_status(api, "nobody")
+    response = api.get("/api/clients/nobody/quota-status", key="service")
     assert response.status_code == 404
     assert set(response.get_json()) == {"error"}
 
 
 def test_quota_status_needs_a_key(api):
     api.create_client()
-    response = quota_status(api, key=None)
+    response = api.get(STATUS, key=None)
     assert response.status_code == 401
 
 
@@ -314,10 +300,6 @@ def test_quota_status_needs_a_key(api):
 
 def set_count(app, count, client_id="acme"):
     """Put this month's count where no test could consume its way to in time."""
-    from sqlalchemy import text
-
-    from credits_service.extensions import db
-
     with app.app_context():
         session = db.session()
         session.execute(
@@ -329,10 +311,10 @@ def set_count(app, count, client_id="acme"):
 
 def test_a_count_past_the_largest_limit_is_refused_not_overflowed(api, app):
     api.create_client("acme", "Acme Corp")
-    assert api.put("/api/admin/clients/acme/quota", json={"monthlyGenerationLimit": 2147483647}).status_code == 200
+    set_limit(api, 2147483647)
     consumed(api, 1)
     set_count(app, 2147483000)
-    response = consume(api, json={"count": 1000})
+    response = consume(api, 1000)
     assert response.status_code == 402
     assert response.get_json()["generationCount"] == 2147483000
     assert consumed(api, 647)["remaining"] == 0
@@ -347,11 +329,11 @@ def test_an_unlimited_count_grows_past_32_bits(api, app):
 
 def test_near_limit_is_exact_not_rounded(api, app):
     api.create_client("acme", "Acme Corp")
-    assert api.put("/api/admin/clients/acme/quota", json={"monthlyGenerationLimit": 1000000}).status_code == 200
+    set_limit(api, 1000000)
     consumed(api, 1)
     set_count(app, 799995)
-    status = quota_status(api).get_json()
+    status = quota_status(api)
     assert status["usagePercent"] == 80.0  # 79.9995, rounded for display
     assert status["isNearLimit"] is False
     set_count(app, 800000)
-    assert quota_status(api).get_json()["isNearLimit"] is True
+    assert quota_status(api)["isNearLimit"] is True

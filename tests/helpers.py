@@ -1,0 +1,57 @@
+"""Requests many tests make, named once: consume, grant, change a limit, read the quota and the log.
+
+The verb (consume, grant) returns the response, for a test about a refusal; the past
+participle (consumed, granted) asserts the call succeeded and returns its JSON answer.
+Every request goes through conftest's Api, so on client "acme" with the role's key unless told.
+"""
+
+
+def succeeded(response, status=200):
+    """The JSON answer of a response that has this status (the body is shown when it has not)."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def consume(api, count=1, client_id="acme", idempotency_key=None):
+    """POST /api/clients/<id>/usage with the service key."""
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
+    return api.post(f"/api/clients/{client_id}/usage", json={"count": count}, key="service", headers=headers)
+
+
+def consumed(api, count=1, client_id="acme", **kwargs):
+    return succeeded(consume(api, count, client_id, **kwargs))
+
+
+def grant(api, amount, scope=None, reason=None, client_id="acme", key="write", headers=None):
+    """POST /api/admin/clients/<id>/credits {"action": "grant"}: scope and reason only when given."""
+    body = {"action": "grant", "amount": amount}
+    if scope is not None:
+        body["scope"] = scope
+    if reason is not None:
+        body["reason"] = reason
+    return api.post(f"/api/admin/clients/{client_id}/credits", json=body, key=key, headers=headers)
+
+
+def granted(api, amount, scope=None, reason=None, client_id="acme", **kwargs):
+    return succeeded(grant(api, amount, scope, reason, client_id, **kwargs))
+
+
+def set_limit(api, limit, client_id="acme"):
+    """PUT the client's monthly generation limit (each one writes a limit_change entry)."""
+    return succeeded(api.put(f"/api/admin/clients/{client_id}/quota", json={"monthlyGenerationLimit": limit}))
+
+
+def quota(api, client_id="acme"):
+    """GET /api/admin/clients/<id>/quota: {"quota", "usage", "auditLog"}."""
+    return succeeded(api.get(f"/api/admin/clients/{client_id}/quota", key="read"))
+
+
+def quota_status(api, client_id="acme", key="service"):
+    """GET /api/clients/<id>/quota-status, the platform's read."""
+    return succeeded(api.get(f"/api/clients/{client_id}/quota-status", key=key))
+
+
+def audit_log(api, client_id="acme", query=""):
+    """The client's audit entries on one page, newest first (query: "?action=...", "?limit=...")."""
+    return succeeded(api.get(f"/api/admin/clients/{client_id}/audit-log{query}", key="read"))["items"]
+
