@@ -55,3 +55,10 @@ def audit_log(api, client_id="acme", query=""):
     """The client's audit entries on one page, newest first (query: "?action=...", "?limit=...")."""
     return succeeded(api.get(f"/api/admin/clients/{client_id}/audit-log{query}", key="read"))["items"]
 
+
+def assert_cli_refusal(result, exit_code, message):
+    """A command that refused, not one that crashed: its exit code, its message, no traceback."""
+    assert isinstance(result.exception, SystemExit), (result.exception, result.output)
+    assert result.exit_code == exit_code, result.output
+    assert message in result.output, result.output
+    assert "Traceback" not in result.output

@@ -20,7 +20,7 @@ from credits_service.config import ConfigurationError
 from credits_service.config import TestConfig
 from credits_service.extensions import db
 from credits_service.audit.chain import GENESIS, chain_hash
-from helpers import set_limit
+from helpers import assert_cli_refusal, set_limit
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_KEY_ID, TEST_SECRET = TestConfig.AUDIT_HMAC_KEYS.split(":", 1)
@@ -51,6 +51,7 @@ def verify(runner, *args):
 
 def assert_broken(result, client_id, kind, entry_id):
     """Exit 1, and a line naming the client, what is wrong and the first bad entry."""
+    assert isinstance(result.exception, SystemExit), result.exception
     assert result.exit_code == 1, result.output
     [line] = [line for line in result.output.splitlines() if line.startswith(f"client {client_id!r}:")]
     assert line.startswith(f"client {client_id!r}: {kind}: "), line
@@ -361,9 +362,34 @@ def test_the_anchor_catches_a_deleted_client_and_passes_an_intact_log(api, chain
     assert_broken(verify(runner, "--against", str(anchor)), "other", "rolled back", None)
 
 
-def test_a_malformed_anchor_file_is_a_usage_error(chains, runner, tmp_path):
-    path = tmp_path / "heads.jsonl"
-    path.write_text('{"clientId": "acme", "entryCount": 3}\n')
-    result = verify(runner, "--against", str(path))
-    assert result.exit_code == 2
-    assert "line 1 is not a head" in result.output
+NOT_A_HEAD = "is not a head written by `flask audit heads`"
+WRONG_TYPE = "has a field of the wrong type"
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    ('{"clientId": "acme", "entryCount": 3, "hash": ', NOT_A_HEAD),
+    ("acme 3 " + "a" * 64, NOT_A_HEAD),
+    ('["acme", 3, "' + "a" * 64 + '"]', NOT_A_HEAD),
+    ('{"clientId": "acme", "entryCount": 3}', NOT_A_HEAD),
+    ('{"entryCount": 3, "hash": "' + "a" * 64 + '"}', NOT_A_HEAD),
+    ('{"clientId": "acme", "entryCount": "3", "hash": "' + "a" * 64 + '"}', WRONG_TYPE),
+    ('{"clientId": 7, "entryCount": 3, "hash": "' + "a" * 64 + '"}', WRONG_TYPE),
+    ('{"clientId": "acme", "entryCount": 3, "hash": null}', WRONG_TYPE),
+    ('{"clientId": "acme", "entryCount": -1, "hash": "' + "a" * 64 + '"}', WRONG_TYPE),
+], ids=["cut-short", "not-json", "not-an-object", "no-hash", "no-client-id", "count-as-text", "numeric-client-id",
+        "null-hash", "negative-count"])
+def test_a_bad_anchor_file_is_a_usage_error_naming_its_line(chains, runner, tmp_path, line, problem):
+    anchor = heads_file(runner, tmp_path)
+    heads = anchor.read_text()
+    assert heads.count("\n") == 2
+    anchor.write_text(heads + "\n" + line + "\n")  # after the two heads and a blank line: line 4
+    result = verify(runner, "--against", str(anchor))
+    assert_cli_refusal(result, 2, f"line 4 {problem}")
+    assert "--against" in result.output
+    assert "Audit log" not in result.output  # refused before anything was verified
+
+
+def test_a_missing_anchor_file_is_a_usage_error(chains, runner, tmp_path):
+    result = verify(runner, "--against", str(tmp_path / "nowhere.jsonl"))
+    assert_cli_refusal(result, 2, "Invalid value for '--against'")
+    assert "nowhere.jsonl" in result.output

@@ -9,28 +9,44 @@ from sqlalchemy import text
 
 from conftest import assert_error, config_for, make_key
 from credits_service.extensions import db
-from helpers import grant
+from helpers import assert_cli_refusal, grant, succeeded
 
 SECURITY_LOGGER = "credits_service.security"
 
+# Every operation of the OpenAPI document that needs a key, as a request on client acme that a key
+# of its role may make: (method, OpenAPI path) -> (path, body, the role a valid key needs).
+# test_the_matrix_holds_every_operation_of_the_openapi_document fails when one is missing.
+OPERATIONS = {
+    ("post", "/api/admin/clients"): ("/api/admin/clients", {"id": "other", "name": "Other"}, "write"),
+    ("get", "/api/admin/clients"): ("/api/admin/clients", None, "read"),
+    ("get", "/api/admin/clients/{client_id}"): ("/api/admin/clients/acme", None, "read"),
+    ("delete", "/api/admin/clients/{client_id}"): ("/api/admin/clients/acme", None, "write"),
+    ("get", "/api/admin/clients/{client_id}/quota"): ("/api/admin/clients/acme/quota", None, "read"),
+    ("put", "/api/admin/clients/{client_id}/quota"): ("/api/admin/clients/acme/quota", {"plan": "pro"}, "write"),
+    ("post", "/api/admin/clients/{client_id}/credits"): (
+        "/api/admin/clients/acme/credits", {"action": "grant", "amount": 5}, "write"),
+    ("get", "/api/admin/clients/{client_id}/audit-log"): ("/api/admin/clients/acme/audit-log", None, "read"),
+    ("get", "/api/admin/clients/{client_id}/grants"): ("/api/admin/clients/acme/grants", None, "read"),
+    ("get", "/api/admin/clients/{client_id}/usage"): ("/api/admin/clients/acme/usage", None, "read"),
+    ("get", "/api/admin/audit-log"): ("/api/admin/audit-log", None, "read"),
+    ("get", "/api/admin/audit-log/export"): ("/api/admin/audit-log/export", None, "read"),
+    ("post", "/api/clients/{client_id}/usage"): ("/api/clients/acme/usage", {"count": 1}, "service"),
+    ("get", "/api/clients/{client_id}/quota-status"): ("/api/clients/acme/quota-status", None, "read"),
+}
+# The operations anyone may call: probes and metrics, without a key.
+UNGUARDED = {("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics")}
+
 # (method, path, body, the role a valid key needs)
-ROUTES = [
-    ("POST", "/api/admin/clients", {"id": "other", "name": "Other"}, "write"),
-    ("GET", "/api/admin/clients", None, "read"),
-    ("GET", "/api/admin/clients/acme", None, "read"),
-    ("DELETE", "/api/admin/clients/acme", None, "write"),
-    ("GET", "/api/admin/clients/acme/quota", None, "read"),
-    ("PUT", "/api/admin/clients/acme/quota", {"plan": "pro"}, "write"),
-    ("POST", "/api/admin/clients/acme/credits", {"action": "grant", "amount": 5}, "write"),
-    ("GET", "/api/admin/clients/acme/audit-log", None, "read"),
-    ("POST", "/api/clients/acme/usage", {"count": 1}, "service"),
-    ("GET", "/api/clients/acme/quota-status", None, "read"),
-]
+ROUTES = [(method.upper(), path, body, role) for (method, _), (path, body, role) in OPERATIONS.items()]
 ROUTE_IDS = [f"{method} {path}" for method, path, _, _ in ROUTES]
 ADMIN_ROUTES = [route for route in ROUTES if route[1].startswith("/api/admin/")]
 ADMIN_WRITE_ROUTES = [route for route in ADMIN_ROUTES if route[3] == "write"]
 ADMIN_READ_ROUTES = [route for route in ADMIN_ROUTES if route[3] == "read"]
 SUCCESS = {"POST /api/admin/clients": 201, "DELETE /api/admin/clients/acme": 204}
+# What every refusal must leave as it was, read with the write key.
+STATE = ["/api/admin/clients", "/api/admin/clients/acme/quota", "/api/admin/clients/acme/audit-log",
+         "/api/admin/clients/acme/grants", "/api/admin/clients/acme/usage", "/api/admin/audit-log",
+         "/api/clients/acme/quota-status"]
 
 
 def call(api, route, key, headers=None):
@@ -40,11 +56,8 @@ def call(api, route, key, headers=None):
 
 
 def state(api):
-    """Everything a refused write could have touched, read with the admin key."""
-    clients = api.get("/api/admin/clients", key="write").get_json()
-    quota = api.get("/api/admin/clients/acme/quota", key="write").get_json()
-    audit = api.get("/api/admin/clients/acme/audit-log", key="write").get_json()
-    return clients, quota, audit
+    """Everything a refused request could have touched: clients, quota, usage, ledger, audit log."""
+    return {path: succeeded(api.get(path, key="write")) for path in STATE}
 
 
 def cli(runner, *args):
@@ -55,6 +68,30 @@ def key_ids(app, name):
     with app.app_context():
         rows = db.session().execute(text("SELECT id FROM api_keys WHERE name = :name ORDER BY id"), {"name": name})
         return [row[0] for row in rows]
+
+
+def listed(runner):
+    """`flask keys list` as {name: {column: cell}}, the cells cut where the header's columns start."""
+    result = cli(runner, "list")
+    assert result.exit_code == 0, result.output
+    header, *lines = result.stdout.splitlines()
+    columns = header.split()
+    starts = [header.index(column) for column in columns]
+    rows = [{column: line[start:end].strip() for column, start, end in zip(columns, starts, starts[1:] + [None])}
+            for line in lines]
+    return {row["NAME"]: row for row in rows}
+
+
+def test_the_matrix_holds_every_operation_of_the_openapi_document(client):
+    """A route added to the API is refused to bad keys and wrong roles only once it is in OPERATIONS."""
+    spec = succeeded(client.get("/openapi.json"))
+    documented = {(method, path): operation for path, item in spec["paths"].items()
+                  for method, operation in item.items() if method != "parameters"}
+    assert set(documented) - UNGUARDED == set(OPERATIONS)
+    for operation, (_, _, role) in OPERATIONS.items():
+        assert role in documented[operation]["x-required-roles"], operation
+    for operation in UNGUARDED:
+        assert "security" not in documented[operation]
 
 
 # ---- 401 ---------------------------------------------------------------------
@@ -235,11 +272,12 @@ def test_two_creates_give_different_keys(runner):
     assert first != second
 
 
-@pytest.mark.parametrize("options", [["--role", "bogus"], ["--role", "write", "--expires-in-days", "0"]],
-                         ids=["bogus-role", "zero-days"])
-def test_create_refuses_bad_options(app, runner, options):
-    result = cli(runner, "create", "ops@example.com", *options)
-    assert result.exit_code != 0
+@pytest.mark.parametrize(("options", "refusal"), [
+    (["--role", "bogus"], "Invalid value for '--role'"),
+    (["--role", "write", "--expires-in-days", "0"], "Invalid value for '--expires-in-days'"),
+], ids=["bogus-role", "zero-days"])
+def test_create_refuses_bad_options(app, runner, options, refusal):
+    assert_cli_refusal(cli(runner, "create", "ops@example.com", *options), 2, refusal)
     assert key_ids(app, "ops@example.com") == []
 
 
@@ -248,6 +286,7 @@ def test_list_shows_id_name_role_never_the_key(app, runner):
     [key_id] = key_ids(app, "ops@example.com")
     result = cli(runner, "list")
     assert result.exit_code == 0
+    assert result.stdout.splitlines()[0].split() == ["ID", "NAME", "ROLE", "CREATED", "EXPIRES", "REVOKED"]
     [line] = [line for line in result.output.splitlines() if "ops@example.com" in line]
     cells = line.split()
     assert cells[:3] == [str(key_id), "ops@example.com", "service"]
@@ -255,12 +294,31 @@ def test_list_shows_id_name_role_never_the_key(app, runner):
     assert key.split("_", 1)[1] not in result.output
 
 
+def test_list_marks_expired_keys_and_shows_when_a_key_was_revoked(app, runner, clock):
+    make_key(app, "soon@example.com", "read", expires_in_days=1)
+    make_key(app, "gone@example.com", "write")
+    make_key(app, "kept@example.com", "write")
+    clock.advance(hours=1)
+    assert cli(runner, "revoke", "gone@example.com").exit_code == 0
+    keys = listed(runner)
+    assert {name: (row["CREATED"], row["EXPIRES"], row["REVOKED"]) for name, row in keys.items()} == {
+        "soon@example.com": ("2026-11-15T12:00:00.000Z", "2026-11-16T12:00:00.000Z", "-"),
+        "gone@example.com": ("2026-11-15T12:00:00.000Z", "-", "2026-11-15T13:00:00.000Z"),
+        "kept@example.com": ("2026-11-15T12:00:00.000Z", "-", "-"),
+    }
+    clock.advance(days=1)
+    keys = listed(runner)
+    assert keys["soon@example.com"]["EXPIRES"] == "2026-11-16T12:00:00.000Z (expired)"
+    assert [row["EXPIRES"] for name, row in keys.items() if name != "soon@example.com"] == ["-", "-"]
+
+
 def test_revoke_by_name_revokes_every_key_of_that_name(api, app, runner, acme):
     first = make_key(app, "bob@example.com", "read")
     second = make_key(app, "bob@example.com", "write")
     for key in (first, second):
         assert api.get("/api/admin/clients/acme", key=key).status_code == 200
-    assert cli(runner, "revoke", "bob@example.com").exit_code == 0
+    result = cli(runner, "revoke", "bob@example.com")
+    assert (result.exit_code, result.stdout) == (0, "Revoked 2 key(s) matching 'bob@example.com'.\n")
     for key in (first, second):
         assert_error(api.get("/api/admin/clients/acme", key=key), 401)
     assert api.get("/api/admin/clients/acme", key="read").status_code == 200
@@ -275,9 +333,38 @@ def test_revoke_by_id_revokes_only_that_key(api, app, runner, acme):
     assert api.get("/api/admin/clients/acme", key=second).status_code == 200
 
 
-def test_revoke_unknown_name_fails(runner, keys):
+def test_revoke_unknown_name_fails_and_revokes_nothing(api, runner, acme):
     result = cli(runner, "revoke", "nobody@example.com")
-    assert result.exit_code != 0
+    assert_cli_refusal(result, 1, "No API key has the id or name 'nobody@example.com'.")
+    assert result.stdout == ""
+    for role in ("read", "write", "service"):
+        assert api.get("/api/clients/acme/quota-status", key=role).status_code == 200
+
+
+def test_bootstrap_on_an_empty_database_prints_a_write_key_to_export(client, runner):
+    result = cli(runner, "bootstrap")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    [line] = result.stdout.splitlines()
+    assert line.startswith("export CREDITS_KEY=cs_"), line
+    key = line.removeprefix("export CREDITS_KEY=")
+    assert KEY_SHAPE.fullmatch(key), key
+    admin = {"Authorization": f"Bearer {key}"}
+    assert client.post("/api/admin/clients", json={"id": "acme", "name": "Acme"}, headers=admin).status_code == 201
+    assert client.put("/api/admin/clients/acme/quota", json={"plan": "pro"}, headers=admin).status_code == 200
+    [entry] = succeeded(client.get("/api/admin/clients/acme/audit-log", headers=admin))["items"]
+    assert entry["adminId"] == "admin"
+    assert {name: row["ROLE"] for name, row in listed(runner).items()} == {"admin": "write"}
+
+
+def test_bootstrap_with_keys_in_the_database_makes_none_and_says_so(runner, keys):
+    before = listed(runner)
+    result = cli(runner, "bootstrap")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert "API keys already exist, so none was created" in result.stderr
+    assert "keys create NAME --role write" in result.stderr
+    assert listed(runner) == before
 
 
 # ---- storage -------------------------------------------------------------------
@@ -324,6 +411,7 @@ class TestRateLimits:
             response = api.post("/api/admin/clients/acme/credits", json=GRANT)
             assert response.status_code == 200
             assert "Retry-After" not in response.headers
+            assert response.headers["X-RateLimit-Limit"] == "3"
         refused = api.post("/api/admin/clients/acme/credits", json=GRANT)
         assert_error(refused, 429)
         assert 1 <= int(refused.headers["Retry-After"]) <= 60
@@ -357,6 +445,24 @@ class TestRateLimits:
         refused = api.get("/api/admin/clients/acme/quota", key="write")
         assert_error(refused, 429)
         assert 1 <= int(refused.headers["Retry-After"]) <= 60
+
+
+class TestRateLimitsOff:
+    """RATELIMIT_ENABLED=false, Flask-Limiter's own switch, lifts every limit however low it is set."""
+
+    @pytest.fixture
+    def app_config(self, database_url, clock):
+        return config_for(database_url, CLOCK=clock, RATELIMIT_ENABLED=False, RATE_LIMIT_WRITE="1/minute",
+                          RATE_LIMIT_READ="1/minute", RATE_LIMIT_SERVICE="1/minute")
+
+    def test_no_request_is_limited(self, api, acme):
+        for _ in range(3):
+            for response in (grant(api, 1), api.get("/api/admin/clients/acme/quota", key="read"),
+                             api.post("/api/clients/acme/usage", json={"count": 1}, key="service"),
+                             api.get("/api/clients/acme/quota-status", key="service")):
+                assert response.status_code == 200, response.get_json()
+                assert not {"Retry-After", "X-RateLimit-Limit"} & set(response.headers.keys())
+        assert succeeded(api.get("/api/clients/acme/quota-status", key="read"))["generationsUsed"] == 3
 
 
 class TestRateLimitStorageDown:
