@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import config_for, dispose_engines, issue_keys, migrated
+from conftest import config_for, dispose_engines, issue_keys
 from credits_service import create_app
 
 from .servers import Instance
@@ -26,15 +26,13 @@ pytestmark = pytest.mark.integration
 THREADS = 32
 
 
-@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
-def backend(request, tmp_path_factory):
-    if request.param == "postgresql":
-        url = request.getfixturevalue("make_postgres_database")()
-    else:
-        url = "sqlite:///" + str(tmp_path_factory.mktemp("concurrency") / "credits.sqlite3")
-    migrated(url)
+@pytest.fixture(scope="module")
+def backend(each_backend_database):
+    """(backend name, database URL, {"write": key, "service": key})."""
+    url = each_backend_database
     issued = issue_keys(url, **{"alice@example.com": "write", "platform": "service"})
-    return request.param, url, {"write": issued["alice@example.com"], "service": issued["platform"]}
+    name = "postgresql" if url.startswith("postgresql") else "sqlite"
+    return name, url, {"write": issued["alice@example.com"], "service": issued["platform"]}
 
 
 @pytest.fixture(scope="module")
@@ -359,13 +357,20 @@ def test_killed_worker_leaves_consistent_numbers(backend, caller, instances, cli
             with counting:
                 outcomes[outcome] += 1
 
+    def lost() -> int:
+        with counting:
+            return outcomes["lost"]
+
     with ThreadPoolExecutor(8) as pool:
         for i in range(8):
             pool.submit(load, i)
-        for _ in range(3):
+        # Three kills at least, more (ten at most) until one has cut a request short.
+        for kills in range(1, 11):
             time.sleep(0.7)
             victim = instances[0].worker_pids()[0]
             os.kill(victim, signal.SIGKILL)
+            if kills >= 3 and lost():
+                break
         time.sleep(0.7)
         stop.set()
 
@@ -376,6 +381,7 @@ def test_killed_worker_leaves_consistent_numbers(backend, caller, instances, cli
     final = quota_status(caller, client_id)
     entries = audit_entries(caller, client_id, "credit_grant")
     assert outcomes[200] > 0
+    assert outcomes["lost"] > 0, "no kill met a request in flight"
     assert outcomes[200] <= len(entries) <= outcomes[200] + outcomes["lost"]
     # The limit moved exactly as the committed entries say: no change without its entry, no entry without its change.
     assert assert_grant_chain(entries, 100, amount) == final["generationsLimit"]

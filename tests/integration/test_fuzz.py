@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import issue_keys, migrated
+from conftest import issue_keys
 
 from .servers import ROOT, Instance
 
@@ -18,16 +18,12 @@ MAX_EXAMPLES = os.environ.get("FUZZ_MAX_EXAMPLES", "30")
 
 
 @pytest.fixture(scope="module")
-def server(request, tmp_path_factory):
-    """A server on a fresh database (PostgreSQL when available), with a write and a service key."""
-    if os.environ.get("TEST_DATABASE_URL"):
-        url = request.getfixturevalue("make_postgres_database")()
-    else:
-        url = "sqlite:///" + str(tmp_path_factory.mktemp("fuzz") / "credits.sqlite3")
-    migrated(url)
-    issued = issue_keys(url, **{"fuzz@example.com": "write", "fuzz-platform": "service"})
+def server(server_database, tmp_path_factory):
+    """A server on a fresh database, with a write and a service key."""
+    issued = issue_keys(server_database, **{"fuzz@example.com": "write", "fuzz-platform": "service"})
     keys = {"CREDITS_KEY": issued["fuzz@example.com"], "CREDITS_SERVICE_KEY": issued["fuzz-platform"]}
-    instance = Instance(url, workers=2, log_path=tmp_path_factory.mktemp("fuzz-logs") / "gunicorn.log").start()
+    instance = Instance(server_database, workers=2,
+                        log_path=tmp_path_factory.mktemp("fuzz-logs") / "gunicorn.log").start()
     yield instance, keys
     instance.stop()
 

@@ -15,23 +15,14 @@ import pytest
 import requests
 from sqlalchemy import make_url
 
-from conftest import issue_keys, migrated
+from conftest import issue_keys
 
+from .conftest import new_database
 from .servers import ROOT, Instance
 
 pytestmark = pytest.mark.integration
 
 CONFIG = ROOT / "gunicorn.conf.py"
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def database_url(request, tmp_path):
-    if request.param == "postgresql":
-        url = request.getfixturevalue("make_postgres_database")()
-    else:
-        url = "sqlite:///" + str(tmp_path / "credits.sqlite3")
-    migrated(url)
-    return url
 
 
 @contextmanager
@@ -68,7 +59,8 @@ def grants_blocked(database_url, client_id):
             holder.close()
 
 
-def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(database_url, tmp_path):
+def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(each_backend_database, tmp_path):
+    database_url = each_backend_database
     key = issue_keys(database_url, **{"alice@example.com": "write"})["alice@example.com"]
     log_path = tmp_path / "gunicorn.log"
     instance = Instance(database_url, workers=2, log_path=log_path, config=CONFIG).start()
@@ -104,9 +96,8 @@ def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(database_url, tmp_
     assert all({"time", "level", "message"} <= set(line) for line in lines)
 
 
-def test_sample_files_are_cleared_at_start_and_dead_workers_marked(tmp_path):
-    url = "sqlite:///" + str(tmp_path / "credits.sqlite3")
-    migrated(url)
+def test_sample_files_are_cleared_at_start_and_dead_workers_marked(request, tmp_path):
+    url = new_database(request, "sqlite", tmp_path)
     folder = tmp_path / "prometheus"
     folder.mkdir()
     stale = folder / "counter_999999.db"
@@ -127,12 +118,11 @@ def test_sample_files_are_cleared_at_start_and_dead_workers_marked(tmp_path):
         instance.stop()
 
 
-def test_without_a_folder_each_master_makes_its_own_and_removes_it(tmp_path, monkeypatch):
+def test_without_a_folder_each_master_makes_its_own_and_removes_it(request, tmp_path, monkeypatch):
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     temp = tmp_path / "temp"
     temp.mkdir()
-    url = "sqlite:///" + str(tmp_path / "credits.sqlite3")
-    migrated(url)
+    url = new_database(request, "sqlite", tmp_path)
     instance = Instance(url, workers=1, log_path=tmp_path / "gunicorn.log", config=CONFIG,
                         env={"TMPDIR": str(temp)}).start()
     try:

@@ -1,6 +1,5 @@
 """A running service deletes expired Idempotency-Key answers by itself, while it serves."""
 
-import os
 import time
 from datetime import timedelta
 
@@ -9,7 +8,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from conftest import config_for, dispose_engines, issue_keys, migrated
+from conftest import config_for, dispose_engines, issue_keys
 from credits_service import create_app
 from credits_service.config import utc_now
 from credits_service.extensions import db
@@ -20,18 +19,6 @@ from .servers import Instance
 pytestmark = pytest.mark.integration
 
 EXPIRED = 7
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def database_url(request, tmp_path):
-    if request.param == "postgresql":
-        if not os.environ.get("TEST_DATABASE_URL"):
-            pytest.skip("TEST_DATABASE_URL is not set")
-        url = request.getfixturevalue("make_postgres_database")()
-    else:
-        url = "sqlite:///" + str(tmp_path / "credits.sqlite3")
-    migrated(url)
-    return url
 
 
 def stored(database_url, write_old: int = 0) -> list[str]:
@@ -58,7 +45,8 @@ def purged_metric(url) -> float:
                if sample.name == "credits_idempotency_answers_purged_total")
 
 
-def test_expired_answers_disappear_without_a_restart(database_url, tmp_path):
+def test_expired_answers_disappear_without_a_restart(each_backend_database, tmp_path):
+    database_url = each_backend_database
     keys = issue_keys(database_url, **{"alice@example.com": "write", "platform": "service"})
     multiproc = tmp_path / "prometheus"
     multiproc.mkdir()

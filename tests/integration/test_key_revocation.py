@@ -14,9 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import issue_keys, migrated
+from conftest import issue_keys
 from credits_service.config import TestConfig
 
+from .conftest import new_database
 from .servers import ROOT, Instance
 
 pytestmark = pytest.mark.integration
@@ -27,10 +28,9 @@ PARALLEL = 16
 
 
 @pytest.fixture(scope="module")
-def database(make_postgres_database):
-    url = make_postgres_database()
-    migrated(url)
-    return url
+def database(request, tmp_path_factory):
+    """PostgreSQL: two instances of four workers each share it."""
+    return new_database(request, "postgresql", tmp_path_factory.mktemp("revocation"))
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """/metrics from a real multi-worker gunicorn: every worker's counts, summed exactly."""
 
-import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -8,7 +7,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import config_for, dispose_engines, issue_keys, migrated
+from conftest import config_for, dispose_engines, issue_keys
 from credits_service import create_app
 from credits_service import services
 
@@ -18,17 +17,6 @@ pytestmark = pytest.mark.integration
 
 USAGE = "/api/clients/<client_id:client_id>/usage"
 CREDITS = "/api/admin/clients/<client_id:client_id>/credits"
-
-
-@pytest.fixture(scope="module")
-def database_url(request, tmp_path_factory):
-    """PostgreSQL when the run has one, else a SQLite file."""
-    if os.environ.get("TEST_DATABASE_URL"):
-        url = request.getfixturevalue("make_postgres_database")()
-    else:
-        url = "sqlite:///" + str(tmp_path_factory.mktemp("metrics") / "credits.sqlite3")
-    migrated(url)
-    return url
 
 
 def revoke(database_url, name):
@@ -48,13 +36,13 @@ def scrape(url) -> Counter:
     return samples
 
 
-def test_counts_add_up_across_workers(database_url, tmp_path):
-    keys = issue_keys(database_url, **{"alice@example.com": "write", "platform": "service",
-                                       "gone@example.com": "write"})
-    revoke(database_url, "gone@example.com")
+def test_counts_add_up_across_workers(server_database, tmp_path):
+    keys = issue_keys(server_database, **{"alice@example.com": "write", "platform": "service",
+                                          "gone@example.com": "write"})
+    revoke(server_database, "gone@example.com")
     multiproc = tmp_path / "prometheus"
     multiproc.mkdir()
-    instance = Instance(database_url, workers=3, log_path=tmp_path / "gunicorn.log",
+    instance = Instance(server_database, workers=3, log_path=tmp_path / "gunicorn.log",
                         env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)}).start()
     try:
         def call(method, path, key=None, body=None, headers=None):

@@ -1,11 +1,10 @@
 """The Postman collection runs green with newman against a server on an empty database."""
 
-import os
 import subprocess
 
 import pytest
 
-from conftest import issue_keys, migrated
+from conftest import issue_keys
 
 from .servers import ROOT, Instance
 
@@ -14,13 +13,9 @@ pytestmark = pytest.mark.integration
 NEWMAN = ROOT / "node_modules" / ".bin" / "newman"
 
 
-def test_postman_collection_runs_green(request, tmp_path):
+def test_postman_collection_runs_green(server_database, tmp_path):
     assert NEWMAN.exists(), "newman is missing: `make test` installs it with npm ci"
-    if os.environ.get("TEST_DATABASE_URL"):
-        url = request.getfixturevalue("make_postgres_database")()
-    else:
-        url = "sqlite:///" + str(tmp_path / "credits.sqlite3")
-    migrated(url)
+    url = server_database
     keys = issue_keys(url, **{"alice@example.com": "write", "reader@example.com": "read", "platform": "service"})
     instance = Instance(url, workers=2, log_path=tmp_path / "gunicorn.log").start()
     try:

@@ -6,17 +6,17 @@ import pytest
 import redis
 import requests
 
-from conftest import issue_keys, migrated
+from conftest import issue_keys
 
+from .conftest import new_database
 from .servers import Instance
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def database(tmp_path):
-    url = "sqlite:///" + str(tmp_path / "credits.sqlite3")
-    migrated(url)
+def database(request, tmp_path):
+    url = new_database(request, "sqlite", tmp_path)
     return url, issue_keys(url, **{"alice@example.com": "write"})["alice@example.com"]
 
 

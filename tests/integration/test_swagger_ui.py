@@ -5,20 +5,19 @@ import subprocess
 
 import pytest
 
-from conftest import migrated
 from test_openapi import ROLES
 
+from .conftest import new_database
 from .servers import Instance
 
 pytestmark = pytest.mark.integration
 
 
-def test_swagger_ui_renders_offline(tmp_path):
+def test_swagger_ui_renders_offline(request, tmp_path):
     chromium = shutil.which("chromium")
     if not chromium:
         pytest.skip("chromium is not installed: `sudo apt-get install chromium` (.ci/run does)")
-    url = "sqlite:///" + str(tmp_path / "credits.sqlite3")
-    migrated(url)
+    url = new_database(request, "sqlite", tmp_path)
     instance = Instance(url, workers=1, log_path=tmp_path / "gunicorn.log").start()
     try:
         result = subprocess.run(
