@@ -11,7 +11,7 @@ PIP_COMPILE_ARGS ?=
 PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
 	--no-emit-index-url --no-emit-find-links $(PIP_COMPILE_ARGS)
 
-.PHONY: install run test lock clean
+.PHONY: install run test test-calendar lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,19 @@ run: $(VENV)/.installed-runtime
 ## Tests needing a program this machine lacks (chromium, buildah) skip and say how to get it.
 test: install node_modules/.installed
 	$(BIN)/pytest
+
+## make test-calendar: the SQLite suite (tests/integration aside) twice, under a system clock faked by
+## Debian's faketime to start just before a month's end, then a year's, and run on: no test may depend
+## on the date. Skips, saying so, without faketime (`apt-get install faketime`); make test never needs it.
+CALENDAR_STARTS := "2027-11-30 23:58:30" "2027-12-31 23:58:30"
+test-calendar: install
+	@if ! command -v faketime >/dev/null; then \
+		echo "make test-calendar: skipped, faketime is not installed (apt-get install faketime)"; exit 0; fi; \
+	for start in $(CALENDAR_STARTS); do \
+		echo "make test-calendar: the SQLite suite with the clock starting at $$start UTC"; \
+		env -u TEST_DATABASE_URL TZ=UTC faketime -f "@$$start" $(BIN)/pytest -q -p no:cacheprovider \
+			--ignore=tests/integration || exit 1; \
+	done
 
 ## make lock: rewrite requirements/*.txt from pyproject.toml (the direct dependencies) with hashes
 lock: | $(BIN)/python
