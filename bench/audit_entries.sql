@@ -1,7 +1,7 @@
 -- The audit log at a given size, for bench/audit_scale.py (psycopg binds the named values).
 -- total entries; the oldest heavy ones belong to client <prefix>0 (a long-standing client gone
--- quiet), the rest are spread over the other clients, the four actions in turn.
-TRUNCATE credit_audit_log RESTART IDENTITY;
+-- quiet), the rest are spread over the other clients, the four actions in turn. The clients'
+-- chains are empty before: each client's entries take seq 1, 2, ... in id order.
 
 -- The chain columns hold placeholders of the right shape: the benchmark reads, it never verifies.
 INSERT INTO credit_audit_log (client_id, seq, admin_id, action, details, previous_value, new_value, created_at,

@@ -2,7 +2,7 @@
 
 The entries come from bench/audit_entries.sql (one client holds the oldest 20 %). Each request
 runs through the Flask test client on PostgreSQL RUNS times; the median is reported with the
-ratio of the large log to the small one (also in bench/results/audit-scale-<LABEL>.txt).
+ratio of the large log to the small one (also in bench/results/audit-scale.txt).
 Requests the service does not offer are skipped: keyset paging (`before=`, detected by a 400
 naming it) and the global listing (404).
 """
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import psycopg
 
-from harness import CLIENT_PREFIX, RESULTS, fresh_database, migrate_and_issue_keys, psycopg_url, service_env
+from harness import (CLIENT_PREFIX, RESULTS, fresh_database, measured_commit, migrate_and_issue_keys, psycopg_url,
+                     service_env)
 
 RUNS = int(os.environ.get("RUNS", "15"))
-LABEL = os.environ.get("LABEL", "latest")
 CLIENTS = 1000
 SIZES = [(1_000, 200), (1_000_000, 200_000)]  # (entries, of which the heavy client's)
 LOADER = Path(__file__).with_name("audit_entries.sql")
@@ -59,34 +59,36 @@ def median_ms(client, url: str, headers) -> float:
     return statistics.median(timings[1:])  # the first warms caches
 
 
-def main() -> None:
+def timings_at(total: int, heavy: int) -> dict[str, float]:
+    """A fresh database with CLIENTS clients and `total` entries: each request's median, in ms.
+
+    Each size gets its own database: the log refuses to be emptied."""
     database_url = fresh_database("credits_audit_scale")
     keys = migrate_and_issue_keys(database_url)
     os.environ.update(service_env(database_url))
     from credits_service import create_app  # reads its configuration from the environment above
 
-    app = create_app()
-    client = app.test_client()
+    client = create_app().test_client()
     headers = {"Authorization": f"Bearer {keys['write']}"}
     for i in range(CLIENTS):
         created = client.post("/api/admin/clients", headers=headers, json={"id": f"{CLIENT_PREFIX}{i}", "name": "x"})
         assert created.status_code == 201, created.get_json()
+    started = time.monotonic()
+    load_entries(database_url, total, heavy)
+    print(f"loaded {total:,} entries ({heavy:,} for {CLIENT_PREFIX}0) in {time.monotonic() - started:.1f} s",
+          flush=True)
+    return {name: median_ms(client, url, headers) for name, url in requests_for(client, headers, heavy).items()}
 
-    timings = []
-    for total, heavy in SIZES:
-        started = time.monotonic()
-        load_entries(database_url, total, heavy)
-        print(f"loaded {total:,} entries ({heavy:,} for {CLIENT_PREFIX}0) in {time.monotonic() - started:.1f} s",
-              flush=True)
-        timings.append({name: median_ms(client, url, headers)
-                        for name, url in requests_for(client, headers, heavy).items()})
 
+def main() -> None:
+    timings = [timings_at(total, heavy) for total, heavy in SIZES]
     small, large = timings
-    lines = [f"median of {RUNS} in-process requests on PostgreSQL, client {CLIENT_PREFIX}0",
+    lines = [(f"median of {RUNS} in-process requests on PostgreSQL, client {CLIENT_PREFIX}0, "
+              f"commit {measured_commit()}"),
              f"{'request':<44} {'1,000':>9} {'1,000,000':>10} {'ratio':>6}"]
     for name, ms_small in small.items():
         lines.append(f"{name:<44} {ms_small:>7.1f}ms {large[name]:>8.1f}ms {large[name] / ms_small:>6.1f}")
-    out = RESULTS / f"audit-scale-{LABEL}.txt"
+    out = RESULTS / "audit-scale.txt"
     out.write_text("\n".join(lines) + "\n")
     print("\n" + "\n".join(lines) + f"\nwrote {out}")
 

@@ -22,8 +22,9 @@ from flask_migrate import upgrade
 
 from credits_service import create_app
 from credits_service.config import TestConfig
-from credits_service.extensions import db, enable_migrations
-from credits_service.services.audit import GENESIS, canonical_entry, chain_hash
+from credits_service.audit.chain import GENESIS, canonical_entry, chain_hash
+from credits_service.cli.db import enable_migrations
+from credits_service.extensions import db
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = os.environ.get("BENCH_DATABASE_SERVER", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -15,7 +15,8 @@ from flask import Flask, g, jsonify, request
 from psycopg.types.json import Jsonb
 
 # The same HMAC over the same canonical bytes as the service: the chain's cost is part of a grant.
-from credits_service.services.audit import AuditKeys, canonical_entry, chain_hash, to_milliseconds
+from credits_service.audit.chain import canonical_entry, chain_hash, to_milliseconds
+from credits_service.audit.keys import AuditKeys
 
 # The signing key the service gets from AUDIT_HMAC_KEYS (bench/harness.py sets it for both).
 _KEYS = AuditKeys.parse(os.environ["AUDIT_HMAC_KEYS"])
@@ -40,32 +41,27 @@ QUOTA_READ = (
        ORDER BY client_id DESC, id DESC LIMIT 10""",
 )
 
-# POST /api/admin/clients/<id>/credits {"action": "grant"}: the quota row lock; then (a statement
-# of its own, so it sees the newest usage row) the audit head locked with the entry's id, this
-# month's usage and month-grants, and the grant's id; then the raise, the ledger row, the audit
-# entry and the head's advance as one statement.
+# POST /api/admin/clients/<id>/credits {"action": "grant"}, in one transaction: the quota row
+# lock, this month's usage row, the ledger row, the raise, the audit head (locked) with the
+# entry's id, the chained entry, and the head's advance (left to the database where a trigger on
+# the entry's INSERT advances it).
 GRANT = (
     "SELECT monthly_generation_limit FROM quota_limits WHERE client_id = %(client_id)s FOR UPDATE",
-    """SELECT h.entry_count, h.hash, nextval('credit_audit_log_id_seq'),
-              coalesce(u.generation_count, 0), coalesce(u.granted, 0), nextval('credit_grants_id_seq')
-       FROM audit_heads h
-       LEFT JOIN usage_records u ON u.client_id = h.client_id AND u.month = %(month)s
-       WHERE h.client_id = %(client_id)s FOR UPDATE OF h""",
-    """WITH raised AS (
-           UPDATE quota_limits
-           SET monthly_generation_limit = monthly_generation_limit + %(amount)s, updated_at = %(now)s
-           WHERE client_id = %(client_id)s),
-       ledger AS (
-           INSERT INTO credit_grants (id, client_id, amount, scope, admin_id, created_at)
-           VALUES (%(grant_id)s, %(client_id)s, %(amount)s, 'permanent', %(admin_id)s, %(now)s)),
-       entry AS (
-           INSERT INTO credit_audit_log (id, client_id, seq, admin_id, action, details, previous_value,
-                                         new_value, created_at, previous_hash, hash, key_id)
-           VALUES (%(id)s, %(client_id)s, %(seq)s, %(admin_id)s, 'credit_grant', %(details)s, %(previous)s,
-                   %(new)s, %(now)s, %(previous_hash)s, %(hash)s, %(key_id)s))
-       UPDATE audit_heads SET entry_count = %(seq)s, last_entry_id = %(id)s, hash = %(hash)s, updated_at = %(now)s
+    "SELECT generation_count, granted FROM usage_records WHERE client_id = %(client_id)s AND month = %(month)s",
+    """INSERT INTO credit_grants (client_id, amount, scope, admin_id, created_at)
+       VALUES (%(client_id)s, %(amount)s, 'permanent', %(admin_id)s, %(now)s) RETURNING id""",
+    """UPDATE quota_limits SET monthly_generation_limit = %(new_stored)s, updated_at = %(now)s
+       WHERE client_id = %(client_id)s""",
+    """SELECT entry_count, hash, nextval('credit_audit_log_id_seq') FROM audit_heads
+       WHERE client_id = %(client_id)s FOR UPDATE""",
+    """INSERT INTO credit_audit_log (id, client_id, seq, admin_id, action, details, previous_value, new_value,
+                                    created_at, previous_hash, hash, key_id)
+       VALUES (%(id)s, %(client_id)s, %(seq)s, %(admin_id)s, 'credit_grant', %(details)s, %(previous)s, %(new)s,
+               %(now)s, %(previous_hash)s, %(hash)s, %(key_id)s)""",
+    """UPDATE audit_heads SET entry_count = %(seq)s, last_entry_id = %(id)s, hash = %(hash)s, updated_at = %(now)s
        WHERE client_id = %(client_id)s""",
 )
+HEAD_ADVANCED_BY_TRIGGER = "SELECT EXISTS (SELECT FROM pg_trigger WHERE tgname = 'credit_audit_log_advance_head')"
 
 # POST /api/clients/<id>/usage (no Idempotency-Key): one statement outside a transaction, the
 # client's quota row locked in a CTE, then the conditional upsert against the limit it locked
@@ -93,6 +89,7 @@ QUOTA_STATUS = QUOTA_READ[:1]
 
 app = Flask(__name__)
 _connection: psycopg.Connection | None = None
+_head_advanced_by_trigger: bool | None = None
 
 
 def connection() -> psycopg.Connection:
@@ -101,6 +98,14 @@ def connection() -> psycopg.Connection:
         url = os.environ["DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://", 1)
         _connection = psycopg.connect(url)
     return _connection
+
+
+def head_advanced_by_trigger() -> bool:
+    """Whether the schema advances an audit head itself, on its entry's INSERT; asked once."""
+    global _head_advanced_by_trigger
+    if _head_advanced_by_trigger is None:
+        _head_advanced_by_trigger = connection().execute(HEAD_ADVANCED_BY_TRIGGER).fetchone()[0]
+    return _head_advanced_by_trigger
 
 
 @app.before_request
@@ -151,20 +156,24 @@ def quota(client_id):
 def grant(client_id):
     amount = request.get_json()["amount"]
     now = to_milliseconds(g.now)
-    params = {"client_id": client_id, "month": g.month, "now": now, "amount": amount,
-              "admin_id": "bench-admin", "key_id": AUDIT_KEY_ID}
+    params = {"client_id": client_id, "month": g.month, "now": now, "amount": amount, "admin_id": "bench-admin"}
     conn = in_transaction()
     with conn.transaction():
         stored = conn.execute(GRANT[0], params).fetchone()[0]
-        count, previous_hash, entry_id, used, granted, grant_id = conn.execute(GRANT[1], params).fetchone()
+        used, granted = conn.execute(GRANT[1], params).fetchone() or (0, 0)
+        grant_id = conn.execute(GRANT[2], params).fetchone()[0]
+        conn.execute(GRANT[3], {**params, "new_stored": stored + amount})
+        count, previous_hash, entry_id = conn.execute(GRANT[4], params).fetchone()
         previous, new = stored + granted, stored + granted + amount
         details = {"amount": amount, "reason": None, "scope": "permanent", "grantId": grant_id}
-        entry = {**params, "id": entry_id, "grant_id": grant_id, "seq": count + 1, "previous": str(previous),
-                 "new": str(new), "previous_hash": previous_hash, "details": Jsonb(details)}
+        entry = {**params, "id": entry_id, "seq": count + 1, "previous": str(previous), "new": str(new),
+                 "previous_hash": previous_hash, "details": Jsonb(details), "key_id": AUDIT_KEY_ID}
         entry["hash"] = chain_hash(AUDIT_SECRET, previous_hash, canonical_entry(
             entry_id, client_id, count + 1, "bench-admin", "credit_grant", details, entry["previous"],
             entry["new"], now))
-        conn.execute(GRANT[2], entry)
+        conn.execute(GRANT[5], entry)
+        if not head_advanced_by_trigger():
+            conn.execute(GRANT[6], entry)
     return jsonify(action="grant", grantId=grant_id, scope="permanent", month=None, expiresAt=None,
                    currentUsage=used, previousLimit=previous, newLimit=new, remaining=remaining(new, used))
 

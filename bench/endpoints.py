@@ -1,69 +1,80 @@
-"""The four hot endpoints, each beside the raw-psycopg ceiling (bench/ceiling.py), in one run.
+"""The four endpoints under load: the service beside the framework floor (bench/floor.py, the
+platform routes) and the raw-psycopg ceiling (bench/ceiling.py), in one run.
 
-For each endpoint: a short warm-up of both, then the service, then the ceiling, DURATION seconds
-each, so machine noise falls on both alike. Prints a table and writes
-bench/results/endpoints-<LABEL>.json and .png.
+For each endpoint: a short warm-up of every server, then DURATION seconds of each in turn, so
+machine noise falls on all alike. Per leg: req/s, p50, p99, errors, the peak RSS of any worker
+and the most database connections any worker held (one pool per worker shows as 1). Per
+endpoint: service/floor and service/ceiling, and the service's p99 against the targets (at most
+2x the ceiling's; admin routes at most ADMIN_P99_MS). Prints a table and writes
+bench/results/endpoints.json and .png.
 """
 
 import json
 import os
 import platform
+from contextlib import ExitStack
 from datetime import UTC, datetime
 
-from harness import (CLIENTS, CONNECTIONS, DURATION, RESULTS, WORKERS, Gunicorn, RssSampler, fresh_database,
-                     migrate_and_issue_keys, seed_clients, wrk)
+from harness import (CLIENTS, CONNECTIONS, DURATION, ENDPOINTS, PLATFORM, RESULTS, WORKERS, Gunicorn,
+                     WorkerSampler, fresh_database, measured_commit, migrate_and_issue_keys, seed_clients, wrk)
 
-LABEL = os.environ.get("LABEL", "latest")
 WARMUP = int(os.environ.get("WARMUP", "2"))
 # ONLY=grant measures the endpoints whose name contains it (a quicker run while working on one).
 ONLY = os.environ.get("ONLY", "")
-# Service and ceiling legs alternate ROUNDS times per endpoint; the median round is reported. On a
-# shared machine one pair of 10 s legs can be off by tens of percent; three pairs rarely all are.
+# Every side's leg runs ROUNDS times per endpoint, in turn; the round with the median
+# service/ceiling ratio is reported. On a shared machine one 10 s leg can be off by tens of
+# percent; three rounds rarely all are.
 ROUNDS = int(os.environ.get("ROUNDS", "1"))
-
-# name, method, path, key role, body
-ENDPOINTS = [
-    ("GET quota", "GET", "/api/admin/clients/{id}/quota", "write", ""),
-    ("POST credits grant", "POST", "/api/admin/clients/{id}/credits", "write", '{"action": "grant", "amount": 1}'),
-    ("POST usage", "POST", "/api/clients/{id}/usage", "service", '{"count": 1}'),
-    ("GET quota-status", "GET", "/api/clients/{id}/quota-status", "service", ""),
-]
+ADMIN_P99_MS = 100
+P99_TO_CEILING = 2
 
 
-def leg(server: Gunicorn, method: str, path: str, key: str, body: str) -> dict:
-    with RssSampler(server.worker_pids()) as rss:
-        result = wrk(server.url, method, path, key, body)
+def leg(server: Gunicorn, endpoint, key: str, duration: int = DURATION) -> dict:
+    with WorkerSampler(server) as workers:
+        result = wrk(server.url, endpoint.method, endpoint.path, key, endpoint.body, duration)
     result["errors"] = result.pop("non2xx") + result.pop("socket_errors")
-    result["peak_rss_mb"] = rss.peak_mb
+    result["peak_rss_mb"] = workers.peak_rss_mb
+    result["connections_per_worker"] = workers.connections_per_worker
     return result
 
 
+def judged(name: str, measured: dict) -> dict:
+    """The ratios and the service's p99 against its targets."""
+    service, ceiling = measured["service"], measured["ceiling"]
+    row = {"endpoint": name, **measured, "service_to_ceiling": round(service["rps"] / ceiling["rps"], 2),
+           "p99_to_ceiling": round(service["p99_ms"] / ceiling["p99_ms"], 2)}
+    if "floor" in measured:
+        row["service_to_floor"] = round(service["rps"] / measured["floor"]["rps"], 2)
+    row["p99_within_target"] = row["p99_to_ceiling"] <= P99_TO_CEILING and (
+        "floor" in measured or service["p99_ms"] <= ADMIN_P99_MS)
+    return row
+
+
 def run() -> dict:
-    database_url = fresh_database("credits_bench")
+    database_url = fresh_database()
     keys = migrate_and_issue_keys(database_url)
     rows = []
-    with Gunicorn("app:app", database_url) as service, \
-            Gunicorn("bench.ceiling:app", database_url) as ceiling:
-        seed_clients(service.url, keys["write"])
+    with ExitStack() as servers:
+        server = {side: servers.enter_context(Gunicorn(side, database_url)) for side in PLATFORM}
+        seed_clients(server["service"].url, keys["write"])
         print(f"{CLIENTS} clients seeded; gunicorn {WORKERS} sync workers each, wrk {CONNECTIONS} connections, "
               f"{DURATION} s per leg, {os.cpu_count()} cores shared by everything", flush=True)
         print(HEADER)
-        for name, method, path, role, body in (endpoint for endpoint in ENDPOINTS if ONLY in endpoint[0]):
-            for server in (service, ceiling):
-                wrk(server.url, method, path, keys[role], body, duration=WARMUP)
-            rounds = []
-            for _ in range(ROUNDS):
-                measured = {side: leg(server, method, path, keys[role], body)
-                            for side, server in (("service", service), ("ceiling", ceiling))}
-                measured["ratio"] = round(measured["service"]["rps"] / measured["ceiling"]["rps"], 2)
-                rounds.append(measured)
+        for endpoint in ENDPOINTS:
+            if ONLY not in endpoint.name:
+                continue
+            key = keys[endpoint.role]
+            for side in endpoint.sides:
+                wrk(server[side].url, endpoint.method, endpoint.path, key, endpoint.body, duration=WARMUP)
+            rounds = [judged(endpoint.name, {side: leg(server[side], endpoint, key) for side in endpoint.sides})
+                      for _ in range(ROUNDS)]
             # The round whose ratio is the median stands for the endpoint; every round's ratio is kept.
-            middle = sorted(rounds, key=lambda measured: measured["ratio"])[len(rounds) // 2]
-            rows.append({"endpoint": name, "method": method, "path": path, **middle,
-                         "round_ratios": [measured["ratio"] for measured in rounds]})
-            print_row(rows[-1])
+            row = sorted(rounds, key=lambda row: row["service_to_ceiling"])[len(rounds) // 2]
+            row["round_ratios"] = [row["service_to_ceiling"] for row in rounds]
+            rows.append(row)
+            print_row(row)
     return {
-        "label": LABEL,
+        "commit": measured_commit(),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
         "settings": {"workers": WORKERS, "connections": CONNECTIONS, "duration_s": DURATION, "clients": CLIENTS,
@@ -72,18 +83,26 @@ def run() -> dict:
     }
 
 
-HEADER = (f"{'endpoint':<20} {'req/s':>7} {'ceiling':>7} {'ratio':>5} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'ceil p99':>8} {'errors':>7} {'RSS MB':>6} {'ceil RSS':>8}")
+HEADER = (f"{'endpoint':<19} {'side':<8} {'req/s':>6} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'RSS MB':>6} "
+          f"{'conns/worker':>12}   {'vs floor':>8} {'vs ceiling':>10} {'p99 target':>10}")
 
 
 def print_row(row: dict) -> None:
-    s, c = row["service"], row["ceiling"]
-    errors = f"{s['errors']}/{c['errors']}"  # service/ceiling
-    rounds = row.get("round_ratios", [])
-    spread = f"  rounds {' '.join(f'{ratio:.2f}' for ratio in rounds)}" if len(rounds) > 1 else ""
-    print(f"{row['endpoint']:<20} {s['rps']:>7.0f} {c['rps']:>7.0f} {row['ratio']:>5.2f} {s['p50_ms']:>7.1f} "
-          f"{s['p99_ms']:>7.1f} {c['p99_ms']:>8.1f} {errors:>7} {s['peak_rss_mb']:>6.0f} "
-          f"{c['peak_rss_mb']:>8.0f}{spread}", flush=True)
+    for side in ("service", "floor", "ceiling"):
+        if side not in row:
+            continue
+        leg = row[side]
+        name = row["endpoint"] if side == "service" else ""
+        line = (f"{name:<19} {side:<8} {leg['rps']:>6.0f} {leg['p50_ms']:>7.1f} {leg['p99_ms']:>7.1f} "
+                f"{leg['errors']:>6} {leg['peak_rss_mb']:>6.0f} {leg['connections_per_worker']:>12}")
+        if side == "service":
+            floor = f"{row['service_to_floor']:.2f}x" if "service_to_floor" in row else ""
+            target = f"{row['p99_to_ceiling']:.2f}x {'ok' if row['p99_within_target'] else 'MISSED'}"
+            line += f"   {floor:>8} {row['service_to_ceiling']:>9.2f}x {target:>10}"
+        print(line, flush=True)
+    rounds = row["round_ratios"]
+    if len(rounds) > 1:
+        print(f"{'':<19} rounds (service/ceiling): {' '.join(f'{ratio:.2f}' for ratio in rounds)}", flush=True)
 
 
 def chart(report: dict, path) -> None:
@@ -94,22 +113,24 @@ def chart(report: dict, path) -> None:
 
     rows = report["endpoints"]
     names = [row["endpoint"] for row in rows]
-    x = range(len(rows))
-    figure, (throughput, latency) = plt.subplots(1, 2, figsize=(12, 4.5))
+    sides = [("service", "service", None), ("floor", "framework floor", "#88aadd"),
+             ("ceiling", "raw-psycopg ceiling", "#bbbbbb")]
+    figure, (throughput, latency) = plt.subplots(1, 2, figsize=(13, 4.5))
     for axis, metric, title in ((throughput, "rps", "requests/s (higher is better)"),
                                 (latency, "p99_ms", "p99 latency, ms (lower is better)")):
-        service = [row["service"][metric] for row in rows]
-        ceiling = [row["ceiling"][metric] for row in rows]
-        axis.bar([i - 0.2 for i in x], service, 0.4, label="service")
-        axis.bar([i + 0.2 for i in x], ceiling, 0.4, label="raw-psycopg ceiling", color="#bbbbbb")
-        axis.set_xticks(list(x), names, rotation=15)
+        for offset, (side, label, color) in zip((-0.27, 0, 0.27), sides):
+            present = [(i, row[side][metric]) for i, row in enumerate(rows) if side in row]
+            axis.bar([i + offset for i, _ in present], [value for _, value in present], 0.27, label=label, color=color)
+        axis.set_xticks(range(len(rows)), names, rotation=15)
         axis.set_title(title)
         axis.legend()
     for i, row in enumerate(rows):
-        throughput.annotate(f"{row['ratio']:.2f}x", (i - 0.2, row["service"]["rps"]), ha="center", va="bottom")
+        throughput.annotate(f"{row['service_to_ceiling']:.2f}x", (i - 0.27, row["service"]["rps"]),
+                            ha="center", va="bottom")
     settings = report["settings"]
-    figure.suptitle(f"credits-service vs raw psycopg ({report['label']}, {settings['workers']} workers, "
-                    f"{settings['connections']} connections, {settings['duration_s']} s per leg)")
+    figure.suptitle(f"credits-service, framework floor and raw psycopg ({report['commit']}, "
+                    f"{settings['workers']} workers, {settings['connections']} connections, "
+                    f"{settings['duration_s']} s per leg)")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
 
@@ -117,7 +138,7 @@ def chart(report: dict, path) -> None:
 def main() -> None:
     report = run()
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"endpoints-{LABEL}"
+    stem = RESULTS / "endpoints"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     chart(report, stem.with_suffix(".png"))
     print(f"wrote {stem}.json and {stem}.png")

@@ -1,102 +1,97 @@
-"""The framework floor: the ceiling's two platform routes through the libraries the service is
-built on, and nothing of the service's own.
+"""The framework floor: the two platform routes as the libraries the service is built on do
+them when used the way their documentation shows, and nothing of the service's own.
 
-What a request pays here and not in the ceiling (bench/ceiling.py) is the libraries' share:
-flask-smorest's Blueprint with webargs parsing the body and marshmallow dumping the answer (the
-service's own schemas), flask-httpauth's bearer guard with roles, Flask-Limiter's decorator
-(called only when rate limits are on, as the service does; they are off in the benchmark), and
-SQLAlchemy Core executing the service's own compiled statements on a pooled connection outside
-a transaction, on the service's Flask subclass (credits_service.CreditsFlask, which keeps its
-answer to "is this a coroutine function?" per function). What the service pays beyond this floor
-is its own: the ORM session, its request hooks (request id, access log, metrics), the key check,
-the service layer and its error handling. `bench/run.sh floor` measures the three side by side.
+A plain Flask app: flask-smorest's Blueprint, with webargs parsing the body and marshmallow
+dumping the answer through the service's own schemas; flask-httpauth's bearer guard with
+roles; Flask-Limiter's decorator, switched off by its own RATELIMIT_ENABLED setting; SQLAlchemy
+Core running the service's own statements (CONSUME_AT_ONCE, QUOTA_WITH_MONTH) on a pooled
+connection with the AUTOCOMMIT execution option, one statement per request, as the service
+does. What the service pays beyond this floor is its own code: the ORM session, request ids,
+the access log and metrics hooks, the key check with expiry and revocation, the services and
+their error handling.
 
-Keys: a bearer key is looked up by its hash once per worker and kept (the service keeps a valid
-key for 2 s). Rate limits are off through RATELIMIT_ENABLED=false, as bench/harness.py sets them.
+A bearer key is looked up by its hash once per worker and kept (the service re-checks a valid
+key every API_KEY_CACHE_SECONDS).
 """
 
+import hashlib
 import os
 from datetime import UTC, datetime
-from functools import wraps
 
+from flask import Flask
 from flask_httpauth import HTTPTokenAuth
 from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_smorest import Api, Blueprint
-from sqlalchemy import create_engine, select
+from sqlalchemy import column, create_engine, select, table
 
-from credits_service import CreditsFlask
-from credits_service.models import ApiKey
 from credits_service.months import month_of, next_month_start
 from credits_service.plans import UNLIMITED, effective_limit, remaining
-from credits_service.schemas import (
-    QuotaStatusSchema,
-    UsageConsumeSchema,
-    UsageResultSchema,
-)
-from credits_service.services.credits import _CONSUME_AT_ONCE, _QUOTA_WITH_MONTH
-from credits_service.services.keys import ROLE_GRANTS, hash_key
+from credits_service.schemas.usage import QuotaStatusSchema, UsageConsumeSchema, UsageResultSchema
+from credits_service.services.consumption import CONSUME_AT_ONCE
+from credits_service.services.quotas import QUOTA_WITH_MONTH
 
-app = CreditsFlask(__name__)
+ROLES = {"read": ["read"], "write": ["write", "read"], "service": ["service"]}
+API_KEYS = table("api_keys", column("key_hash"), column("role"))
+
+app = Flask(__name__)
 app.config.update(API_TITLE="floor", API_VERSION="1", OPENAPI_VERSION="3.0.3",
                   RATELIMIT_ENABLED=os.environ.get("RATELIMIT_ENABLED", "true").lower() != "false")
-engine = create_engine(os.environ["DATABASE_URL"], isolation_level="AUTOCOMMIT")
+engine = create_engine(os.environ["DATABASE_URL"])
 auth = HTTPTokenAuth(scheme="Bearer")
-limiter = Limiter(lambda: "floor", app=app)
+limiter = Limiter(get_remote_address, app=app)
+api = Api(app)
 blp = Blueprint("platform", __name__)
-_roles: dict[str, tuple[str, ...]] = {}
+_roles_by_hash: dict[str, list[str]] = {}
+
+
+def autocommit():
+    """A pooled connection on which each statement commits by itself."""
+    return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
 
 @auth.verify_token
-def _verify(token: str):
-    key_hash = hash_key(token)
-    if key_hash not in _roles:
-        with engine.connect() as connection:
-            role = connection.execute(select(ApiKey.role).where(ApiKey.key_hash == key_hash)).scalar()
+def verify_token(token: str):
+    key_hash = hashlib.sha256(token.encode()).hexdigest()
+    if key_hash not in _roles_by_hash:
+        with autocommit() as connection:
+            role = connection.execute(select(API_KEYS.c.role).where(API_KEYS.c.key_hash == key_hash)).scalar()
         if role is None:
             return None
-        _roles[key_hash] = ROLE_GRANTS[role]
-    return _roles[key_hash]
+        _roles_by_hash[key_hash] = ROLES[role]
+    return _roles_by_hash[key_hash]
 
 
 @auth.get_user_roles
-def _user_roles(roles):
+def get_user_roles(roles):
     return roles
 
 
-def _guard(view):
-    guarded = auth.login_required(role=["service", "read"])(view)
-    limited = limiter.shared_limit("1000/second", scope="floor")(guarded)
-
-    @wraps(guarded)
-    def limited_when_enabled(*args, **kwargs):
-        return (limited if app.config["RATELIMIT_ENABLED"] else guarded)(*args, **kwargs)
-
-    return limited_when_enabled
-
-
 @blp.route("/api/clients/<client_id>/usage", methods=["POST"])
-@_guard
-@blp.arguments(UsageConsumeSchema(), required=False)
+@limiter.limit("6000/minute")
+@auth.login_required(role="service")
+@blp.arguments(UsageConsumeSchema, required=False)
 @blp.response(200, UsageResultSchema)
 def consume(body, client_id):
     now = datetime.now(UTC)
     month = month_of(now)
-    with engine.connect() as connection:
-        row = connection.execute(_CONSUME_AT_ONCE, {"client_id": client_id, "month": month,
-                                                    "count": body["count"], "now": now}).first()
-    limit = effective_limit(row.monthly_generation_limit, row.granted)
+    with autocommit() as connection:
+        row = connection.execute(CONSUME_AT_ONCE, {"client_id": client_id, "month": month,
+                                                   "count": body["count"], "now": now}).one()
+    limit = effective_limit(row.stored_limit, row.granted)
     return {"month": month, "generation_count": row.generation_count, "limit": limit,
             "remaining": remaining(limit, row.generation_count)}
 
 
 @blp.route("/api/clients/<client_id>/quota-status", methods=["GET"])
-@_guard
+@limiter.limit("200/minute")
+@auth.login_required(role=["service", "read"])
 @blp.response(200, QuotaStatusSchema)
 def quota_status(client_id):
     now = datetime.now(UTC)
     month = month_of(now)
-    with engine.connect() as connection:
-        row = connection.execute(_QUOTA_WITH_MONTH, {"client_id": client_id, "month": month}).first()
+    with autocommit() as connection:
+        row = connection.execute(QUOTA_WITH_MONTH, {"client_id": client_id, "month": month}).one()
     base, used, granted = row.monthly_generation_limit, row.generation_count, row.granted
     limit = effective_limit(base, granted)
     unlimited = limit == UNLIMITED
@@ -109,4 +104,4 @@ def quota_status(client_id):
     }
 
 
-Api(app).register_blueprint(blp)
+api.register_blueprint(blp)

@@ -1,4 +1,5 @@
-"""What the benchmark modes share: a fresh PostgreSQL database, gunicorn servers, seeding, wrk, RSS.
+"""What the benchmark modes share: a fresh PostgreSQL database, gunicorn servers, seeding, wrk,
+and what each worker holds while a load runs (memory, database connections).
 
 Everything runs on loopback, and every load is bounded in time.
 """
@@ -8,15 +9,19 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import psycopg
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
+# The code measured in-process is this tree's, also in a worktree the editable install does not point to.
+sys.path.insert(0, str(ROOT))
 BIN = ROOT / ".venv" / "bin"
 RESULTS = ROOT / "bench" / "results"
 SERVER = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
@@ -25,11 +30,36 @@ CONNECTIONS = int(os.environ.get("CONNECTIONS", "16"))
 DURATION = int(os.environ.get("DURATION", "10"))
 CLIENTS = int(os.environ.get("CLIENTS", "1000"))
 CLIENT_PREFIX = "bench-"
+DATABASE = "credits_bench"
 # Big enough that no consumption is refused and no grant passes the maximum during a run.
 SEEDED_LIMIT = 1_000_000_000
 
 
-def fresh_database(name: str) -> str:
+class Endpoint(NamedTuple):
+    name: str
+    method: str
+    path: str  # {id} stands for a client id
+    role: str  # of the key that calls it
+    body: str
+    sides: tuple[str, ...]  # the servers it is measured on
+
+
+# The platform's two calls per generation are measured against the framework floor too; the
+# admin routes (rate-limited to tens or hundreds a minute) against the ceiling only.
+PLATFORM = ("service", "floor", "ceiling")
+ADMIN = ("service", "ceiling")
+ENDPOINTS = [
+    Endpoint("GET quota", "GET", "/api/admin/clients/{id}/quota", "write", "", ADMIN),
+    Endpoint("POST credits grant", "POST", "/api/admin/clients/{id}/credits", "write",
+             '{"action": "grant", "amount": 1}', ADMIN),
+    Endpoint("POST usage", "POST", "/api/clients/{id}/usage", "service", '{"count": 1}', PLATFORM),
+    Endpoint("GET quota-status", "GET", "/api/clients/{id}/quota-status", "service", "", PLATFORM),
+]
+# Where each side's WSGI app is (gunicorn's module:attribute).
+APPS = {"service": "app:app", "floor": "bench.floor:app", "ceiling": "bench.ceiling:app"}
+
+
+def fresh_database(name: str = DATABASE) -> str:
     """Drop and create database `name`; returns its SQLAlchemy URL."""
     with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -46,9 +76,22 @@ BENCH_AUDIT_KEYS = "bench:" + "0123456789abcdef" * 4
 
 
 def service_env(database_url: str) -> dict[str, str]:
-    """The service as in production, with rate limits off, quiet logs and a benchmark audit key."""
+    """The service as in production, with rate limits off, quiet logs and a benchmark audit key.
+
+    The Idempotency-Key purge thread is off: its round every minute would add its own work to
+    the instructions counted and its own connection to the connections counted per worker.
+    """
     return {"AUDIT_HMAC_KEYS": BENCH_AUDIT_KEYS, **os.environ, "DATABASE_URL": database_url,
-            "RATELIMIT_ENABLED": "false", "LOG_LEVEL": "WARNING"}
+            "RATELIMIT_ENABLED": "false", "LOG_LEVEL": "WARNING", "IDEMPOTENCY_PURGE_INTERVAL_SECONDS": "0"}
+
+
+def measured_commit() -> str:
+    """The commit whose code a result measures, marked when the working tree differs from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "credits_service", "bench")
+    return git("rev-parse", "--short", "HEAD") + (" with uncommitted changes" if dirty else "")
 
 
 def flask_cli(database_url: str, *args: str) -> str:
@@ -72,10 +115,14 @@ def free_port() -> int:
 
 
 class Gunicorn:
-    """One gunicorn master with WORKERS sync workers, serving `app` on `port`."""
+    """One gunicorn master with WORKERS sync workers, serving one side's app (APPS) on a free port.
 
-    def __init__(self, app: str, database_url: str):
-        self.app, self.port, self.database_url = app, free_port(), database_url
+    Its database connections carry "bench-<side>" as their application_name (libpq's PGAPPNAME),
+    so pg_stat_activity tells them from the other servers' (WorkerSampler).
+    """
+
+    def __init__(self, side: str, database_url: str):
+        self.app, self.name, self.port, self.database_url = APPS[side], f"bench-{side}", free_port(), database_url
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
@@ -83,7 +130,8 @@ class Gunicorn:
         self.process = subprocess.Popen(
             [str(BIN / "gunicorn"), "--workers", str(WORKERS), "--bind", f"127.0.0.1:{self.port}",
              "--no-control-socket", self.app],
-            cwd=ROOT, env=service_env(self.database_url), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=ROOT, env={**service_env(self.database_url), "PGAPPNAME": self.name},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -134,28 +182,59 @@ def seed_clients(url: str, write_key: str) -> None:
         list(pool.map(seed, range(CLIENTS)))
 
 
-class RssSampler:
-    """Samples VmRSS of the given processes from /proc while a load runs; peak per process, in MB."""
+def _tcp_ports_by_inode() -> dict[str, int]:
+    """Every IPv4 TCP socket of this network namespace: its inode -> its local port."""
+    ports = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        ports[fields[9]] = int(fields[1].split(":")[1], 16)
+    return ports
 
-    def __init__(self, pids: list[int], interval: float = 0.2):
-        self.pids, self.interval = pids, interval
-        self.peaks = {pid: 0 for pid in pids}
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+class WorkerSampler:
+    """While a load runs, samples every `interval` s what each of a server's workers holds: its
+    resident memory (VmRSS) and its connections to the benchmark's database, as PostgreSQL lists
+    them in pg_stat_activity (matched to the worker by the connection's client port). Keeps the
+    peak of each per worker."""
+
+    def __init__(self, server: Gunicorn, interval: float = 0.2):
+        self.server, self.pids, self.interval = server, server.worker_pids(), interval
+        self.rss_kb = {pid: 0 for pid in self.pids}
+        self.connections = {pid: 0 for pid in self.pids}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            for pid in self.pids:
-                try:
-                    status = Path(f"/proc/{pid}/status").read_text()
-                except FileNotFoundError:  # a worker gunicorn replaced
-                    continue
-                for line in status.splitlines():
-                    if line.startswith("VmRSS:"):
-                        self.peaks[pid] = max(self.peaks[pid], int(line.split()[1]))
-            self._stop.wait(self.interval)
+        with psycopg.connect(f"{SERVER}/postgres", autocommit=True, application_name="bench-sampler") as conn:
+            while not self._stop.is_set():
+                server_side = {port for (port,) in conn.execute(
+                    "SELECT client_port FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
+                    (DATABASE, self.server.name))}
+                ports = _tcp_ports_by_inode()
+                for pid in self.pids:
+                    try:
+                        status = Path(f"/proc/{pid}/status").read_text()
+                        held = sum(ports.get(inode) in server_side for inode in _socket_inodes(pid))
+                    except FileNotFoundError:  # a worker gunicorn replaced
+                        continue
+                    rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+                    self.rss_kb[pid] = max(self.rss_kb[pid], rss)
+                    self.connections[pid] = max(self.connections[pid], held)
+                self._stop.wait(self.interval)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> "WorkerSampler":
         self._thread.start()
         return self
 
@@ -164,8 +243,14 @@ class RssSampler:
         self._thread.join()
 
     @property
-    def peak_mb(self) -> float:
-        return round(max(self.peaks.values()) / 1024, 1)
+    def peak_rss_mb(self) -> float:
+        """The largest resident memory any one worker reached."""
+        return round(max(self.rss_kb.values()) / 1024, 1)
+
+    @property
+    def connections_per_worker(self) -> int:
+        """The most database connections any one worker held at once."""
+        return max(self.connections.values())
 
 
 def wrk(url: str, method: str, path: str, key: str, body: str = "", duration: int = DURATION) -> dict:

@@ -1,11 +1,15 @@
-"""Where a request's time goes, on PostgreSQL: round trips, then py-spy under gunicorn and wrk.
+"""Where a request's cost goes, on PostgreSQL: round trips, instructions by layer, py-spy.
 
 1. Round trips: each of the four endpoints once, in-process, with libpq's protocol trace on the
    connection; every Query or Sync the client sends waits for the server's answer: one round trip.
 2. For the usage and quota-status endpoints, py-spy samples all gunicorn workers while wrk loads
    the endpoint for DURATION seconds, idle included so that waiting on PostgreSQL shows. Only
    samples inside a request (gunicorn's handle_request) count, from that frame down.
-Writes bench/results/profile-<LABEL>.txt: the share by layer, by function (inclusive) and by leaf.
+3. For the same two, the service's and the floor's instructions per request by layer
+   (COUNTED_LAYERS), counted as bench/run.sh instructions counts them: callgrind collects only
+   inside the layer's functions, one run per layer; what no layer holds is Flask, Werkzeug, the
+   decorators' own wrappers (flask-smorest, flask-httpauth, Flask-Limiter) and the view.
+Writes bench/results/profile.txt. Needs valgrind, as the instructions mode does.
 """
 
 import os
@@ -15,11 +19,11 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from endpoints import ENDPOINTS
-from harness import (BIN, CLIENT_PREFIX, DURATION, RESULTS, Gunicorn, fresh_database, migrate_and_issue_keys,
-                     seed_clients, service_env, wrk)
+from harness import (BIN, CLIENT_PREFIX, DURATION, ENDPOINTS, RESULTS, Gunicorn, measured_commit, service_env,
+                     wrk)
+import instructions
+from instructions import CALIBRATION, COUNT, count_within, counting, seeded_database
 
-LABEL = os.environ.get("LABEL", "latest")
 PROFILED = ("POST usage", "GET quota-status")
 TOP = 30
 
@@ -35,6 +39,36 @@ LAYERS = [
     ("credits_service", ("credits_service/",)),
     ("gunicorn", ("gunicorn/",)),
 ]
+# Instructions by layer: (label, the layer it is part of or None, {side: functions (see
+# instructions._resolve)}). A part is counted inside its layer too; the service method's parts
+# are the floor's whole database work.
+_ENGINE = "sqlalchemy.engine.base:"
+
+
+def _both(function: str) -> dict[str, list[str]]:
+    return {"service": [function], "floor": [function]}
+
+
+COUNTED_LAYERS = [
+    ("request id (its hooks)", None, {"service": ["hooks:credits_service.request_id"]}),
+    ("access log (its hooks)", None, {"service": ["hooks:credits_service.logs"]}),
+    ("metrics (its hook)", None, {"service": ["hooks:credits_service.metrics"]}),
+    ("key check (verify_token)", None, {"service": ["credits_service.auth:auth.verify_token_callback"],
+                                        "floor": ["bench.floor:auth.verify_token_callback"]}),
+    ("ORM session made", "key check (verify_token)",
+     {"service": ["credits_service.extensions:db.session.registry.createfunc"]}),
+    ("ORM session removed (teardown)", None, {"service": ["hooks:flask_sqlalchemy"]}),
+    ("services built for the view", None, {"service": ["credits_service.services:consumption"]}),
+    ("service method", None, {"service": ["credits_service.services.consumption:ConsumptionService.quota_status",
+                                          "credits_service.services.consumption:ConsumptionService.consume"]}),
+    ("connection checked out", "service method", _both(_ENGINE + "Engine.connect")),
+    ("AUTOCOMMIT option", "service method", _both(_ENGINE + "Connection.execution_options")),
+    ("statement executed", "service method", _both(_ENGINE + "Connection.execute")),
+    ("connection given back", "service method", _both(_ENGINE + "Connection.close")),
+    ("body parsed (webargs)", None, _both("webargs.core:Parser.parse")),
+    ("answer dumped (marshmallow)", None, _both("marshmallow.schema:Schema.dump")),
+]
+REST = "the rest: Flask, Werkzeug, the decorators' wrappers, the view"
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^():]+)(?::\d+)?\)$")
 
 
@@ -104,7 +138,7 @@ def round_trips(database_url: str, keys: dict[str, str]) -> str:
 
     client = app.test_client()
     lines = ["Round trips to PostgreSQL for one request (in-process, libpq trace; ';' is the pool's pre-ping):", ""]
-    for endpoint, method, path, role, body in ENDPOINTS:
+    for _, method, path, role, body, _ in ENDPOINTS:
         url = path.replace("{id}", f"{CLIENT_PREFIX}1")
         headers = {"Authorization": f"Bearer {keys[role]}", "Content-Type": "application/json"}
         for _ in range(2):  # the first request connects and fills caches
@@ -130,7 +164,7 @@ def round_trips(database_url: str, keys: dict[str, str]) -> str:
 
 
 def profile(service: Gunicorn, method: str, path: str, key: str, body: str) -> str:
-    raw = RESULTS / f"profile-{LABEL}.tmp"
+    raw = RESULTS / "profile.tmp"
     spy = subprocess.Popen(
         [str(BIN / "py-spy"), "record", "--pid", str(service.process.pid), "--subprocesses", "--nonblocking",
          "--idle", "--format", "raw", "--duration", str(DURATION), "--output", str(raw)],
@@ -144,22 +178,55 @@ def profile(service: Gunicorn, method: str, path: str, key: str, body: str) -> s
     return text
 
 
+def layers(database_url: str, keys: dict[str, str]) -> str:
+    """Instructions per request of each layer, service beside floor, for the PROFILED endpoints."""
+    lines = [f"Instructions per request by layer ({COUNT} requests counted, valgrind callgrind, in-process; "
+             + "blank: the side has no such layer):"]
+    with counting(database_url) as (env, workdir):
+        for endpoint in ENDPOINTS:
+            if endpoint.name not in PROFILED:
+                continue
+            key = keys[endpoint.role]
+            overhead, calls = count_within("service", endpoint, key, env, workdir, [CALIBRATION])
+            per_call = overhead / calls  # what the wrapping adds to each call it collects
+            totals = {side: instructions.count(side, endpoint, key, env, workdir) for side in ("service", "floor")}
+            lines += ["", f"{endpoint.method} {endpoint.path}", f"{'layer':<44} {'service':>10} {'floor':>10}"]
+            top = dict.fromkeys(totals, 0)  # the layers no other layer holds, per side
+            parents = {label: targets for label, _, targets in COUNTED_LAYERS}
+            for label, part_of, targets in COUNTED_LAYERS:
+                cells = {}
+                for side, functions in targets.items():
+                    if endpoint.body == "" and functions == ["webargs.core:Parser.parse"]:
+                        continue  # no body to parse
+                    collected, calls = count_within(side, endpoint, key, env, workdir, functions)
+                    cells[side] = max(round(collected - calls * per_call), 0)
+                    if part_of is None or side not in parents[part_of]:
+                        top[side] += cells[side]
+                if cells:
+                    lines.append(f"{'  of which ' + label if part_of else label:<44} "
+                                 + " ".join(f"{cells[side]:>10,}" if side in cells else f"{'':>10}"
+                                            for side in totals))
+                    print(lines[-1], flush=True)
+            lines.append(f"{REST:<44} " + " ".join(f"{totals[side] - top[side]:>10,}" for side in totals))
+            lines.append(f"{'the request':<44} " + " ".join(f"{totals[side]:>10,}" for side in totals))
+            print("\n".join(lines[-2:]), flush=True)
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
-    database_url = fresh_database("credits_bench")
-    keys = migrate_and_issue_keys(database_url)
+    database_url, keys = seeded_database()
     RESULTS.mkdir(exist_ok=True)
-    sections = []
-    with Gunicorn("app:app", database_url) as service:
-        seed_clients(service.url, keys["write"])
-        sections.append(round_trips(database_url, keys))
-        print(sections[-1], flush=True)
-        for endpoint, method, path, role, body in ENDPOINTS:
+    sections = [f"commit {measured_commit()}", round_trips(database_url, keys)]
+    print(sections[-1], flush=True)
+    with Gunicorn("service", database_url) as service:
+        for endpoint, method, path, role, body, _ in ENDPOINTS:
             if endpoint not in PROFILED:
                 continue
             wrk(service.url, method, path, keys[role], body, duration=2)  # warm up
             sections.append(profile(service, method, path, keys[role], body))
             print(sections[-1], flush=True)
-    out = RESULTS / f"profile-{LABEL}.txt"
+    sections.append(layers(database_url, keys))
+    out = RESULTS / "profile.txt"
     out.write_text("\n".join(sections))
     print(f"wrote {out}")
 

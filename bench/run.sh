@@ -1,21 +1,19 @@
 #!/usr/bin/env bash
 # The benchmark, by hand, never part of `make test`. Needs `make install` and PostgreSQL at
 # 127.0.0.1:5432 (user postgres); installs wrk (apt) and the `bench` extra (matplotlib, py-spy).
-#   bench/run.sh               the four hot endpoints beside the raw-psycopg ceiling
+#   bench/run.sh               the four endpoints: service, framework floor, raw-psycopg ceiling
 #   bench/run.sh audit-scale   the audit log at 1,000 and at 1,000,000 entries
-#   bench/run.sh profile       py-spy on the gunicorn workers under load
-#   bench/run.sh floor         the platform routes: service, framework floor, raw ceiling
+#   bench/run.sh profile       round trips, py-spy under load, instructions by layer (valgrind)
 #   bench/run.sh instructions  instructions per request (valgrind): service, floor, ceiling
-#   bench/run.sh bounds        quota-status's instructions with parts of the stack taken away
-# Settings (environment): DURATION (s per leg, 10), WORKERS (4), CONNECTIONS (16), CLIENTS (1000),
-# LABEL (names the result files, "latest").
+# Settings (environment): DURATION (s per leg, 10), WORKERS (4), CONNECTIONS (16), CLIENTS (1000).
+# Each mode writes its latest result to bench/results/<mode>.*.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 { [ -x .venv/bin/py-spy ] && .venv/bin/python -c "import matplotlib" 2>/dev/null; } || .venv/bin/python -m pip install --quiet -e '.[test,bench]'
 
-if { [ "${1:-}" = instructions ] || [ "${1:-}" = bounds ]; } && ! command -v valgrind >/dev/null; then
+if { [ "${1:-}" = instructions ] || [ "${1:-}" = profile ]; } && ! command -v valgrind >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind
 fi
 
@@ -23,8 +21,6 @@ case "${1:-endpoints}" in
     endpoints) exec .venv/bin/python bench/endpoints.py ;;
     audit-scale) exec .venv/bin/python bench/audit_scale.py ;;
     profile) exec .venv/bin/python bench/profile.py ;;
-    floor) exec .venv/bin/python bench/floor_compare.py ;;
     instructions) exec .venv/bin/python bench/instructions.py ;;
-    bounds) exec .venv/bin/python bench/bounds.py ;;
-    *) echo "usage: bench/run.sh [endpoints|audit-scale|profile|floor|instructions|bounds]" >&2; exit 2 ;;
+    *) echo "usage: bench/run.sh [endpoints|audit-scale|profile|instructions]" >&2; exit 2 ;;
 esac
