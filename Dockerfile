@@ -1,7 +1,9 @@
 # The image: wheels built from the lock file in one stage, installed into a venv in the next.
 # Build with `docker build -t credits-service .`; scripts/container-smoke.sh builds it with buildah
 # from a local Debian base and prebuilt wheels (BASE=..., WHEELS=wheels).
-ARG BASE=python:3.11-slim
+# Pinned to a patch release and a Debian release; pin its digest (@sha256:...) at the registry
+# the image is built from.
+ARG BASE=python:3.11.7-slim-bookworm
 
 FROM ${BASE} AS build
 # A folder of the build context holding every wheel already (the project's and those of
@@ -15,8 +17,9 @@ RUN if [ -n "$WHEELS" ]; then \
         mkdir /wheels && cp "$WHEELS"/*.whl /wheels/; \
     else \
         python3 -m venv /opt/build \
+        && /opt/build/bin/pip install --require-hashes -r requirements/build.txt \
         && /opt/build/bin/pip wheel --require-hashes --wheel-dir /wheels -r requirements/runtime.txt \
-        && /opt/build/bin/pip wheel --no-deps --wheel-dir /wheels .; \
+        && /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .; \
     fi
 
 FROM ${BASE}

@@ -68,6 +68,7 @@ lock: | $(BIN)/python
 	$(PIP_COMPILE) -o requirements/runtime.txt pyproject.toml requirements/also-lock.in
 	$(PIP_COMPILE) --extra test --constraint requirements/runtime.txt -o requirements/test.txt \
 		pyproject.toml requirements/also-lock.in
+	$(PIP_COMPILE) -o requirements/build.txt requirements/build.in
 
 clean:
 	rm -rf $(VENV) node_modules instance .pytest_cache

@@ -1,7 +1,7 @@
 """gunicorn settings for the container (`gunicorn -c gunicorn.conf.py app:app`).
 
-Reads PORT (default 8000), WEB_CONCURRENCY (workers, default 2) and PROMETHEUS_MULTIPROC_DIR
-(default: a fresh temporary folder per master). Command-line flags and GUNICORN_CMD_ARGS
+Reads PORT (default 8000), WEB_CONCURRENCY (workers, default 2), WEB_THREADS (threads per
+worker, default 4) and PROMETHEUS_MULTIPROC_DIR (default: a fresh temporary folder per master). Command-line flags and GUNICORN_CMD_ARGS
 override what is set here.
 """
 
@@ -18,11 +18,17 @@ env = Env()
 try:
     port = env.int("PORT", 8000, validate=Range(min=1, max=65535))
     workers = env.int("WEB_CONCURRENCY", 2, validate=Range(min=1))
+    threads = env.int("WEB_THREADS", 4, validate=Range(min=1, max=64))
 except EnvError as error:
     # One line naming the variable, not a traceback from gunicorn's config loader.
     sys.exit(f"gunicorn.conf.py: {error}")
 
 bind = f"0.0.0.0:{port}"
+
+# Threads, so a slow reader of a long answer (an audit export) holds one thread, not a whole
+# worker: the platform's calls and /healthz go on beside it. The main thread keeps telling the
+# master the worker is alive, so `timeout` below never cuts off a long export either.
+worker_class = "gthread"
 
 # Every other setting is checked here, in the master, before any worker is forked: a bad one
 # stops gunicorn with one line and no traceback (credits_service/config.py). The import comes

@@ -123,7 +123,22 @@ class DatabaseUrl(ma.fields.Str):
         return normalized
 
 
+class Token(ma.fields.Str):
+    """A bearer token: long enough not to be guessed, and sendable in a header as it is."""
+
+    MIN_LENGTH = 16
+
+    def _deserialize(self, value, attr, data, **kwargs) -> str:
+        token = super()._deserialize(value, attr, data, **kwargs)
+        if len(token) < self.MIN_LENGTH:
+            raise ma.ValidationError(f"is shorter than {self.MIN_LENGTH} characters")
+        if not re.fullmatch(r"[\x21-\x7e]+", token):
+            raise ma.ValidationError("holds characters other than printable ASCII without spaces")
+        return token
+
+
 PARSERS: dict[str, type[ma.fields.Field]] = {
+    "token": Token,
     "positive_int": PositiveInt,
     "non_negative_int": NonNegativeInt,
     "flag": Flag,
@@ -145,15 +160,22 @@ class Setting:
     expected: str  # completes "(expected ...)" in the error line
     key: str = ""  # the Flask config key, when it is not the variable's name
     secret_in_url: bool = False  # the value may carry a password, hidden in the error line
+    secret: bool = False  # the value is a secret: the error line never shows it
 
     @property
     def config_key(self) -> str:
         return self.key or self.name
 
     def refusal(self, value: str, messages: list[str]) -> str:
-        if self.secret_in_url:
-            value = re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", value)
-        return f"Invalid configuration: {self.name}={value!r} {' and '.join(messages)} (expected {self.expected})."
+        if self.secret:
+            shown = "(hidden)"
+        elif self.secret_in_url:
+            # Everything between the scheme and the host's "@" (the last one), a password with
+            # "/" or "@" in it included.
+            shown = repr(re.sub(r"(//[^/@:]*:).*@", r"\1***@", value))
+        else:
+            shown = repr(value)
+        return f"Invalid configuration: {self.name}={shown} {' and '.join(messages)} (expected {self.expected})."
 
 
 SETTINGS = (
@@ -163,6 +185,11 @@ SETTINGS = (
             key="SQLALCHEMY_DATABASE_URI", secret_in_url=True),
     # How long a PostgreSQL connection attempt may take (psycopg's minimum is 2): while the
     # database is unreachable, requests answer 503 after this instead of hanging.
+    # Where `flask db upgrade` connects, as the role that owns the schema; unset: DATABASE_URL.
+    # The service itself connects as DATABASE_URL's role, which needs only credits_runtime's rights.
+    Setting("DATABASE_MIGRATION_URL", "database_url", None,
+            '"postgresql+psycopg://owner:pass@host/db", the same database as DATABASE_URL',
+            secret_in_url=True),
     Setting("DATABASE_CONNECT_TIMEOUT_SECONDS", "positive_int", 2, "seconds, at least 1, e.g. 2"),
     Setting("SQLITE_BUSY_TIMEOUT_MS", "positive_int", 30000, "milliseconds, at least 1, e.g. 30000"),
     Setting("RATELIMIT_ENABLED", "flag", True, BOOLEAN),
@@ -175,6 +202,10 @@ SETTINGS = (
     Setting("RATE_LIMIT_READ", "rate_limit", "200/minute", RATE_LIMIT),
     Setting("RATE_LIMIT_WRITE", "rate_limit", "50/minute", RATE_LIMIT),
     Setting("RATE_LIMIT_SERVICE", "rate_limit", "6000/minute", RATE_LIMIT),
+    # The audit export's own budget per key, within the read one: each export reads many rows.
+    Setting("RATE_LIMIT_EXPORT", "rate_limit", "10/minute", RATE_LIMIT),
+    # At most this many entries per export answer; more come by following its Link: rel="next".
+    Setting("EXPORT_MAX_ROWS", "positive_int", 50000, "entries, at least 1, e.g. 50000"),
     # How long a worker trusts a key it found valid before asking the database again: a
     # revocation takes effect everywhere within this (0: every request asks).
     Setting("API_KEY_CACHE_SECONDS", "non_negative_int", 2, "seconds, 0 to ask the database every time, e.g. 2"),
@@ -185,10 +216,19 @@ SETTINGS = (
     # does), this many rows per transaction.
     Setting("IDEMPOTENCY_PURGE_INTERVAL_SECONDS", "non_negative_int", 60, "seconds, 0 to turn it off, e.g. 60"),
     Setting("IDEMPOTENCY_PURGE_BATCH", "positive_int", 1000, "rows, at least 1, e.g. 1000"),
+    # Answers one key name may have stored within IDEMPOTENCY_TTL_HOURS; past it, 429.
+    Setting("IDEMPOTENCY_MAX_KEYS", "positive_int", 1_000_000, "answers per key name, e.g. 1000000"),
     # id:secret pairs, comma-separated; the first signs new audit entries, the others still
     # verify (checked by audit_keys.load_audit_keys). Unset: the development key in
     # instance/audit-hmac.key, made by `make run`.
     Setting("AUDIT_HMAC_KEYS", "str", None, "id:secret pairs, comma-separated"),
+    # Unset: /metrics is open, as Prometheus on a private network expects; set: it needs this bearer token.
+    Setting("METRICS_TOKEN", "token", None, f"a token of at least {Token.MIN_LENGTH} printable characters",
+            secret=True),
+    # Proxies (load balancers) in front of the service whose X-Forwarded-For is trusted: 0 trusts none.
+    Setting("TRUSTED_PROXY_HOPS", "non_negative_int", 0, "a count of proxies, 0 when clients connect directly"),
+    # Refused keys are logged as one line per reason and interval, not a line each.
+    Setting("AUTH_FAILURE_LOG_SECONDS", "positive_int", 60, "seconds, at least 1, e.g. 60"),
     Setting("LOG_LEVEL", "log_level_name", "INFO", f"one of {', '.join(LOG_LEVELS)}"),
     Setting("LOG_JSON", "flag", True, BOOLEAN),
 )
@@ -207,8 +247,9 @@ def _with_setting_defaults(cls):
 
 @_with_setting_defaults
 class Config:
-    # Idle connections are pinged at checkout (credits_service/pool.py), not every one.
-    SQLALCHEMY_ENGINE_OPTIONS = {}
+    # A database error's log line never carries the statement's values (keys' hashes, reasons).
+    # Idle connections are pinged at checkout (credits_service/database.py), not every one.
+    SQLALCHEMY_ENGINE_OPTIONS = {"hide_parameters": True}
 
     # Bodies up to 64 KiB; Werkzeug answers 413 above that.
     MAX_CONTENT_LENGTH = 65536

@@ -54,6 +54,10 @@ class IdempotencyKeyReused(DomainError):
     status = 422
 
 
+class TooManyRequests(DomainError):
+    status = 429
+
+
 class NotReady(DomainError):
     status = 503
 
@@ -106,6 +110,9 @@ def handle_http_exception(error: HTTPException):
         message, fields = _validation_details(error)
         return error_response(400, message, fields, headers)
     if error.code == 429:
+        limit = getattr(error, "limit", None)  # Flask-Limiter's refusal names the limit it met
+        if limit is not None and limit.error_message:
+            return error_response(429, error.description, headers=headers)
         return error_response(429, f"Too many requests: the limit is {error.description}. Retry after the time in Retry-After.", headers=headers)
     message = HTTP_MESSAGES.get(error.code) or error.description or error.name
     return error_response(error.code or 500, message, headers=headers)

@@ -22,7 +22,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from .extensions import db
 from .plans import DEFAULT_PLAN, PLANS
 
-AUDIT_ACTIONS = ("plan_change", "credit_grant", "limit_change", "usage_reset", "credit_void")
+# Rows of audit_actions: a migration adds a new action with an INSERT.
+AUDIT_ACTIONS = ("plan_change", "credit_grant", "limit_change", "usage_reset", "credit_void", "client_deleted")
 # permanent raises the stored monthly limit; month adds to one UTC month only.
 GRANT_SCOPES = ("permanent", "month")
 ROLES = ("read", "write", "service")
@@ -121,13 +122,20 @@ class UsageRecord(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now, onupdate=_now)
 
 
+class AuditAction(db.Model):
+    """The actions an audit entry may record."""
+
+    __tablename__ = "audit_actions"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
 class CreditAuditLog(db.Model):
-    """Append-only, one hash chain per client (audit/); triggers refuse UPDATE and
-    DELETE except the cascade of a deleted client."""
+    """Append-only, one hash chain per client (audit/); it outlives its client. Triggers refuse
+    UPDATE, DELETE and TRUNCATE, and advance the client's head with each INSERT."""
 
     __tablename__ = "credit_audit_log"
     __table_args__ = (
-        CheckConstraint(_one_of("action", AUDIT_ACTIONS), name="action"),
         # One entry per place in a client's chain, even if a writer skipped the lock.
         UniqueConstraint("client_id", "seq"),
         Index("ix_credit_audit_log_client_created", "client_id", "created_at"),
@@ -141,11 +149,10 @@ class CreditAuditLog(db.Model):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    client_id: Mapped[str] = mapped_column(
-        String(64), ForeignKey("clients.id", ondelete="CASCADE")
-    )
+    # No foreign key: the entries of a deleted client stay.
+    client_id: Mapped[str] = mapped_column(String(64))
     admin_id: Mapped[str] = mapped_column(String(200))
-    action: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(32), ForeignKey("audit_actions.name"))
     details: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
     previous_value: Mapped[str | None] = mapped_column(Text)
     new_value: Mapped[str | None] = mapped_column(Text)
@@ -159,17 +166,16 @@ class CreditAuditLog(db.Model):
 
 
 class AuditHead(db.Model):
-    """The newest state of a client's audit chain, advanced with every entry.
+    """The newest state of a client's audit chain, advanced by the database with every entry.
 
     Triggers refuse any change but one step forward (entry_count + 1, to an existing entry
-    of the client with that seq and hash) and refuse deletion except the client's cascade.
+    of the client with that seq and hash), any deletion, and a head inserted non-empty.
+    It outlives its client, as the entries do.
     """
 
     __tablename__ = "audit_heads"
 
-    client_id: Mapped[str] = mapped_column(
-        String(64), ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True
-    )
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     entry_count: Mapped[int] = mapped_column(BigInteger)
     last_entry_id: Mapped[int | None] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))

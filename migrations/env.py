@@ -2,6 +2,8 @@ import logging
 from logging.config import fileConfig
 
 from flask import current_app
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 
 from alembic import context
 
@@ -17,6 +19,11 @@ logger = logging.getLogger('alembic.env')
 
 
 def get_engine():
+    # Migrations run as the schema's owner (DATABASE_MIGRATION_URL) when the service itself
+    # connects as a role with fewer rights; else as the service does.
+    migration_url = current_app.config.get('DATABASE_MIGRATION_URL')
+    if migration_url:
+        return create_engine(migration_url, poolclass=NullPool)
     return current_app.extensions['migrate'].db.engine
 
 

@@ -17,6 +17,10 @@ BASE_TAR="$CACHE_DIR/debian-bookworm-python3.tar"
 BASE_IMAGE=localhost/credits-service-base:bookworm
 IMAGE=localhost/credits-service:smoke
 DATABASE="credits_smoke_$$"
+# The two roles of a deployment: the schema's owner runs the migrations, the service connects
+# as a member of credits_runtime (deploy/postgres-roles.sh; migration 0006 grants its rights).
+OWNER_ROLE="credits_smoke_owner_$$"
+APP_ROLE="credits_smoke_app_$$"
 
 say() { printf '\n==> %s\n' "$*"; }
 fail() { printf '\ncontainer-smoke: FAILED: %s\n' "$*" >&2; exit 1; }
@@ -49,6 +53,8 @@ cleanup() {
     done
     if [ -n "$database_made" ]; then
         psql "$PG_URL" -qc "DROP DATABASE IF EXISTS $DATABASE WITH (FORCE)" >/dev/null 2>&1 || true
+        psql "$PG_URL" -qc "DROP ROLE IF EXISTS $APP_ROLE" >/dev/null 2>&1 || true
+        psql "$PG_URL" -qc "DROP ROLE IF EXISTS $OWNER_ROLE" >/dev/null 2>&1 || true
     fi
     rm -rf "$workdir"
     [ "$status" = 0 ] && printf '\ncontainer-smoke: passed\n'
@@ -99,7 +105,11 @@ git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | t
     || fail "could not copy the project into the build context"
 python3 -m pip wheel --quiet --require-hashes --wheel-dir "$context/wheels" -r requirements/runtime.txt \
     || fail "pip wheel could not build the locked wheels"
-python3 -m pip wheel --quiet --no-deps --wheel-dir "$context/wheels" . || fail "pip wheel could not build the project"
+# The project's own build backend from the lock too (requirements/build.txt), as the Dockerfile does.
+python3 -m venv "$workdir/build" && "$workdir/build/bin/pip" install --quiet --require-hashes -r requirements/build.txt \
+    || fail "could not install requirements/build.txt"
+"$workdir/build/bin/pip" wheel --quiet --no-deps --no-build-isolation --wheel-dir "$context/wheels" . \
+    || fail "pip wheel could not build the project"
 
 say "Building $IMAGE with buildah bud (BASE=$BASE_IMAGE, WHEELS=wheels)"
 buildah bud --quiet --isolation chroot --format docker --layers=false \
@@ -116,15 +126,25 @@ user=$(image 'config.get("User", "")')
 image '"\n".join((config.get("Healthcheck") or {}).get("Test", [])[1:])' >"$workdir/healthcheck"
 grep -q /healthz "$workdir/healthcheck" || fail "the image has no HEALTHCHECK on /healthz"
 
-say "Creating database $DATABASE"
-psql "$PG_URL" -qc "CREATE DATABASE $DATABASE" >/dev/null || fail "could not create database $DATABASE"
+say "Creating roles $OWNER_ROLE (owner) and $APP_ROLE (in credits_runtime), and database $DATABASE"
 database_made=1
-database_url=$(python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(p._replace(path="/" + sys.argv[2]).geturl())' "$PG_URL" "$DATABASE")
+psql "$PG_URL" -v ON_ERROR_STOP=1 -q >/dev/null <<SQL || fail "could not create the roles and database $DATABASE"
+DO \$\$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'credits_runtime') THEN CREATE ROLE credits_runtime NOLOGIN; END IF;
+END \$\$;
+CREATE ROLE $OWNER_ROLE LOGIN PASSWORD 'smoke-owner';
+CREATE ROLE $APP_ROLE LOGIN PASSWORD 'smoke-app' IN ROLE credits_runtime;
+CREATE DATABASE $DATABASE OWNER $OWNER_ROLE;
+SQL
+url_as() { python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(p._replace(netloc=f"{sys.argv[3]}:{sys.argv[4]}@{p.hostname}:{p.port or 5432}", path="/" + sys.argv[2]).geturl())' "$PG_URL" "$DATABASE" "$1" "$2"; }
+database_url=$(url_as "$OWNER_ROLE" smoke-owner)
+app_url=$(url_as "$APP_ROLE" smoke-app)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
 container=$(buildah from --quiet "$IMAGE")
 containers+=("$container")
-buildah config --env DATABASE_URL="$database_url" --env PORT="$port" --env WEB_CONCURRENCY=2 \
+buildah config --env DATABASE_MIGRATION_URL="$database_url" --env DATABASE_URL="$app_url" --env PORT="$port" \
+    --env WEB_CONCURRENCY=2 \
     --env AUDIT_HMAC_KEYS="smoke:$(python3 -c 'import secrets; print(secrets.token_hex(32))')" "$container"
 run() { buildah run --isolation chroot "$container" -- "$@"; }
 
@@ -174,6 +194,14 @@ code=$(status -H "Authorization: Bearer $key" "$base/api/admin/clients")
 [ "$code" = 200 ] || fail "GET /api/admin/clients answered $code: $(cat "$workdir/body")"
 code=$(status "$base/api/admin/clients")
 [ "$code" = 401 ] || fail "GET /api/admin/clients without a key answered $code, not 401"
+
+say "The service's role cannot change the audit log; its owner's tables belong to $OWNER_ROLE"
+if psql "$app_url" -qc "UPDATE credit_audit_log SET admin_id = 'mallory'" >"$workdir/psql.log" 2>&1; then
+    fail "$APP_ROLE could UPDATE credit_audit_log"
+fi
+grep -q "permission denied" "$workdir/psql.log" || { cat "$workdir/psql.log" >&2; fail "the UPDATE failed, but not for want of rights"; }
+[ "$(psql "$database_url" -tAc "select tableowner from pg_tables where tablename = 'credit_audit_log'")" = "$OWNER_ROLE" ] \
+    || fail "the migration did not run as $OWNER_ROLE"
 
 say "Stopping the container: SIGTERM to its entrypoint process, as docker stop sends"
 master=$(entrypoint_pid) || fail "no entrypoint process found under buildah run"

@@ -151,18 +151,44 @@ def app_config(database_url, clock):
 def app(app_config):
     app = create_app(app_config)
     yield app
+    empty_tables(app)
+    dispose_engines(app)
+
+
+# Rows the migrations write, which every test needs.
+SEEDED_TABLES = {"audit_actions"}
+
+
+@contextmanager
+def triggers_disabled(app):
+    """A session in which no trigger fires, as a database owner could arrange: for tampering with
+    the audit log on purpose, bulk-writing placeholder chains, and emptying the tables. On
+    PostgreSQL (the tests connect as a superuser) triggers are off for the transaction; SQLite's
+    are set aside and put back. Commits at the end."""
     with app.app_context():
         session = db.session()
-        names = ", ".join(table.name for table in db.metadata.sorted_tables)
         if db.engine.dialect.name == "postgresql":
-            session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+            session.execute(text("SET LOCAL session_replication_role = replica"))
+            yield session
         else:
-            # Parents first: deleting a client cascades to its audit entries and head, which
-            # the append-only triggers refuse to delete directly.
-            for table in db.metadata.sorted_tables:
-                session.execute(table.delete())
+            triggers = session.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")).all()
+            for name, _ in triggers:
+                session.execute(text(f'DROP TRIGGER "{name}"'))
+            yield session
+            for _, sql in triggers:
+                session.execute(text(sql))
         session.commit()
-    dispose_engines(app)
+
+
+def empty_tables(app) -> None:
+    """Every table emptied for the next test, the append-only audit tables included."""
+    with triggers_disabled(app) as session:
+        tables = [table for table in db.metadata.sorted_tables if table.name not in SEEDED_TABLES]
+        if db.engine.dialect.name == "postgresql":
+            session.execute(text(f"TRUNCATE {', '.join(t.name for t in tables)} RESTART IDENTITY"))
+        else:
+            for table in reversed(tables):
+                session.execute(table.delete())
 
 
 @pytest.fixture

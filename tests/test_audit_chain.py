@@ -5,7 +5,6 @@ import json
 import re
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError
 
-from conftest import config_for, dispose_engines
+from conftest import config_for, dispose_engines, triggers_disabled
 from credits_service import create_app
 from credits_service.audit.keys import load_audit_keys, make_dev_key
 from credits_service.config import ConfigurationError
@@ -60,24 +59,6 @@ def assert_broken(result, client_id, kind, entry_id):
     return line
 
 
-@contextmanager
-def triggers_disabled(app):
-    """Tamper as a database owner could: with the append-only triggers out of the way."""
-    with app.app_context():
-        session = db.session()
-        if db.engine.dialect.name == "postgresql":
-            session.execute(text("SET LOCAL session_replication_role = replica"))
-            yield session
-        else:
-            triggers = session.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")).all()
-            for name, _ in triggers:
-                session.execute(text(f"DROP TRIGGER {name}"))
-            yield session
-            for _, sql in triggers:
-                session.execute(text(sql))
-        session.commit()
-
-
 # ---- the database refuses ---------------------------------------------------------
 
 
@@ -90,11 +71,14 @@ def triggers_disabled(app):
     "UPDATE audit_heads SET entry_count = entry_count + 1, last_entry_id = last_entry_id + 100 "
     "WHERE client_id = 'acme'",
     "DELETE FROM audit_heads WHERE client_id = 'acme'",
+    # A head made by hand for a chain forged beside it.
+    "INSERT INTO audit_heads (client_id, entry_count, last_entry_id, hash, updated_at) "
+    "VALUES ('forged', 1, 1, '" + "f" * 64 + "', CURRENT_TIMESTAMP)",
 ])
 def test_the_database_refuses_direct_changes(app, api, chains, runner, statement):
     with app.app_context():
         session = db.session()
-        with pytest.raises(DatabaseError, match="append-only|advance by one"):
+        with pytest.raises(DatabaseError, match="append-only|advance by one|start empty"):
             session.execute(text(statement))
             session.commit()
         session.rollback()
@@ -102,27 +86,45 @@ def test_the_database_refuses_direct_changes(app, api, chains, runner, statement
     assert [entry["id"] for entry in entries(api)] == chains["acme"]
 
 
-def test_deleting_a_client_deletes_its_chain_and_leaves_the_others_intact(app, api, chains, runner):
+def test_deleting_a_client_keeps_its_chain_and_ends_it_with_who_deleted_it(app, api, chains, runner):
     assert api.delete("/api/admin/clients/acme").status_code == 204
-    with app.app_context():
-        session = db.session()
-        counted = "SELECT COUNT(*) FROM {} WHERE client_id = 'acme'"
-        assert session.scalar(text(counted.format("credit_audit_log"))) == 0
-        assert session.scalar(text(counted.format("audit_heads"))) == 0
+    kept = entries(api)  # a deleted client's log is still read by its id
+    assert [entry["id"] for entry in kept[:-1]] == chains["acme"]
+    last = kept[-1]
+    assert (last["action"], last["adminId"], last["seq"], last["newValue"]) == (
+        "client_deleted", "alice@example.com", 4, None)
+    assert json.loads(last["previousValue"]) == last["details"] == {
+        "name": "Acme Corp", "plan": "free", "monthlyGenerationLimit": 3, "storageQuotaMb": 1000}
     result = verify(runner)
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("Audit log intact: 3 entries of 1 client(s)")
+    assert result.output.startswith("Audit log intact: 7 entries of 2 client(s)")
+    search = api.get("/api/admin/audit-log?clientId=acme", key="read").get_json()["items"]
+    assert [entry["id"] for entry in search] == [last["id"], *reversed(chains["acme"])]
+    export = api.get("/api/admin/audit-log/export?format=ndjson&clientId=acme", key="read")
+    assert [json.loads(line)["id"] for line in export.get_data(as_text=True).splitlines()] == \
+        [entry["id"] for entry in search]
 
 
-def test_appending_after_a_deleted_client_keeps_every_chain_intact(api, chains, runner):
-    """On SQLite ids come from max(id) + 1: the deleted client's newest ids are given out again."""
+def test_a_deleted_clients_id_cannot_be_used_again(api, chains, runner):
     assert api.delete("/api/admin/clients/other").status_code == 204
-    set_limit(api, 4)
-    api.create_client("other", "Other again")
-    set_limit(api, 5, client_id="other")
+    refused = api.post("/api/admin/clients", json={"id": "other", "name": "Other again"})
+    assert refused.status_code == 409
+    assert refused.get_json() == {"error": "The id 'other' belonged to a client that was deleted; its audit "
+                                           "history is kept under that id, so the id cannot be used again. "
+                                           "Choose another id."}
+    set_limit(api, 4)  # the others' chains go on
     assert [entry["seq"] for entry in entries(api)] == [1, 2, 3, 4]
-    assert [entry["seq"] for entry in entries(api, "other")] == [1]
     assert verify(runner).exit_code == 0
+
+
+def test_a_client_deleted_outside_the_service_is_caught(app, api, chains, runner):
+    """DELETE FROM clients keeps the audit log (no foreign key), but records no client_deleted entry."""
+    with app.app_context():
+        session = db.session()
+        session.execute(text("DELETE FROM clients WHERE id = 'other'"))
+        session.commit()
+    assert len(entries(api, "other")) == 3
+    assert_broken(verify(runner), "other", "deleted unrecorded", chains["other"][-1])
 
 
 # ---- verify -------------------------------------------------------------------------
@@ -354,12 +356,12 @@ def test_a_chain_rolled_back_whole_passes_alone_but_not_against_the_anchor(app, 
     assert verify(runner, "--against", str(anchor), "--client", "other").exit_code == 0
 
 
-def test_the_anchor_catches_a_deleted_client_and_passes_an_intact_log(api, chains, runner, tmp_path):
+def test_an_anchor_passes_a_chain_grown_past_it_even_by_its_deletion(api, chains, runner, tmp_path):
     anchor = heads_file(runner, tmp_path)
     set_limit(api, 9)  # growing past the anchor is fine
     assert verify(runner, "--against", str(anchor)).exit_code == 0
     assert api.delete("/api/admin/clients/other").status_code == 204
-    assert_broken(verify(runner, "--against", str(anchor)), "other", "rolled back", None)
+    assert verify(runner, "--against", str(anchor)).exit_code == 0
 
 
 NOT_A_HEAD = "is not a head written by `flask audit heads`"

@@ -142,6 +142,13 @@ def test_valid_values_are_parsed(environment):
         "IDEMPOTENCY_PURGE_BATCH": "250",
         "API_KEY_CACHE_SECONDS": "0",
         "AUDIT_HMAC_KEYS": "k2:" + "b" * 32 + ",k1:" + "a" * 32,
+        "DATABASE_MIGRATION_URL": "postgresql://owner:pw@127.0.0.1:5432/credits",
+        "RATE_LIMIT_EXPORT": "2/minute",
+        "EXPORT_MAX_ROWS": "1000",
+        "IDEMPOTENCY_MAX_KEYS": "5000",
+        "METRICS_TOKEN": "t" * 20,
+        "TRUSTED_PROXY_HOPS": "1",
+        "AUTH_FAILURE_LOG_SECONDS": "10",
     }
     for name, value in values.items():
         environment.setenv(name, value)
@@ -164,6 +171,13 @@ def test_valid_values_are_parsed(environment):
         "IDEMPOTENCY_PURGE_BATCH": 250,
         "API_KEY_CACHE_SECONDS": 0,
         "AUDIT_HMAC_KEYS": "k2:" + "b" * 32 + ",k1:" + "a" * 32,
+        "DATABASE_MIGRATION_URL": "postgresql+psycopg://owner:pw@127.0.0.1:5432/credits",
+        "RATE_LIMIT_EXPORT": "2/minute",
+        "EXPORT_MAX_ROWS": 1000,
+        "IDEMPOTENCY_MAX_KEYS": 5000,
+        "METRICS_TOKEN": "t" * 20,
+        "TRUSTED_PROXY_HOPS": 1,
+        "AUTH_FAILURE_LOG_SECONDS": 10,
     }
 
 

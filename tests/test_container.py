@@ -1,6 +1,8 @@
-"""The container files: the Dockerfile passes hadolint, compose.yaml wires the service to its stores."""
+"""The container files: the Dockerfile passes hadolint and pins what builds the image; compose.yaml
+wires the service to its stores with two database roles and no default secret."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,8 +45,11 @@ def test_compose_runs_the_service_against_postgresql_and_redis(compose):
     database = services["db"]["environment"]
     for name, web in webs.items():
         env = web["environment"]
-        assert env["DATABASE_URL"] == (f"postgresql+psycopg://{database['POSTGRES_USER']}:"
-                                       f"{database['POSTGRES_PASSWORD']}@db:5432/{database['POSTGRES_DB']}"), name
+        # Migrations as the schema's owner, the service as its own role (deploy/postgres-roles.sh).
+        assert env["DATABASE_MIGRATION_URL"] == (f"postgresql+psycopg://{database['POSTGRES_USER']}:"
+                                                 f"{database['POSTGRES_PASSWORD']}@db:5432/{database['POSTGRES_DB']}"), name
+        assert env["DATABASE_URL"].startswith("postgresql+psycopg://credits_app:${CREDITS_APP_PASSWORD:?"), name
+        assert env["DATABASE_URL"].endswith(f"@db:5432/{database['POSTGRES_DB']}"), name
         assert env["RATELIMIT_STORAGE_URI"].startswith("redis://redis:6379/"), name
         assert env["AUDIT_HMAC_KEYS"], name
         assert int(env["WEB_CONCURRENCY"]) >= 1, name
@@ -55,6 +60,44 @@ def test_compose_runs_the_service_against_postgresql_and_redis(compose):
         assert f":{env['PORT']}/healthz" in " ".join(web["healthcheck"]["test"]), name
     published = [port.rsplit(":", 1)[0] for web in webs.values() for port in web["ports"]]
     assert len(published) == len(set(published)), "two instances publish the same host port"
+
+
+def test_compose_has_no_working_default_secret():
+    """Every variable it reads stops `docker compose` with its own line while unset."""
+    text = (ROOT / "compose.yaml").read_text()
+    variables = re.findall(r"\$\{[^}]*\}", text)
+    assert variables
+    assert [v for v in variables if not re.fullmatch(r"\$\{[A-Z_]+:\?Set [A-Z_]+ [^}]+\}", v)] == []
+    assert {"AUDIT_HMAC_KEYS", "CREDITS_OWNER_PASSWORD", "CREDITS_APP_PASSWORD"} <= {
+        re.match(r"\$\{([A-Z_]+)", v).group(1) for v in variables}
+
+
+def test_the_database_gets_the_runtime_role_at_creation(compose):
+    mounts = compose["services"]["db"]["volumes"]
+    assert "./deploy/postgres-roles.sh:/docker-entrypoint-initdb.d/10-roles.sh:ro" in mounts
+    script = (ROOT / "deploy" / "postgres-roles.sh").read_text()
+    assert "CREATE ROLE credits_runtime NOLOGIN" in script
+    assert "CREATE ROLE credits_app LOGIN PASSWORD :'app_password' IN ROLE credits_runtime" in script
+
+
+def test_the_local_compose_file_is_marked_and_makes_its_own_audit_key():
+    text = (ROOT / "compose.local.yaml").read_text()
+    assert text.startswith("# LOCAL USE ONLY")
+    local = yaml.safe_load(text)
+    assert "AUDIT_HMAC_KEYS" not in local["services"]["web"]["environment"]
+    assert local["services"]["audit-key"]["command"] == ["python3", "-m", "credits_service.audit.keys"]
+    assert local["services"]["web"]["depends_on"]["audit-key"] == {"condition": "service_completed_successfully"}
+    assert not [port for service in local["services"].values() for port in service.get("ports", [])
+                if not port.startswith("127.0.0.1:")]
+
+
+def test_the_image_pins_its_base_and_its_build_tools():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^ARG BASE=python:3\.\d+\.\d+-slim-[a-z]+$", dockerfile, re.MULTILINE), "base not pinned"
+    assert "pip install --require-hashes -r requirements/build.txt" in dockerfile
+    assert "--no-build-isolation" in dockerfile  # the project's build backend comes from that lock, not the index
+    build = (ROOT / "requirements" / "build.txt").read_text()
+    assert re.search(r"^setuptools==[\d.]+ \\\n\s+--hash=sha256:[0-9a-f]{64}", build, re.MULTILINE)
 
 
 def test_compose_instances_migrate_one_at_a_time(compose):

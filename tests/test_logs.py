@@ -130,10 +130,11 @@ def presented_credentials(app, runner, clock) -> list[str | None]:
     ]
 
 
-def requests_for_every_route(app):
+def requests_for_every_route(app, client_id="acme"):
     """(method, path, body) for every rule of the app and every method it has, plus one it lacks (405)."""
+    values = {**PATH_VALUES, "client_id": client_id}
     for rule in app.url_map.iter_rules():
-        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda match: PATH_VALUES[match.group(1)], rule.rule)
+        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda match: values[match.group(1)], rule.rule)
         for method in sorted(rule.methods | {"PATCH"}):
             yield method, path, BODIES.get((method, rule.rule), {})
 
@@ -186,10 +187,10 @@ class TestJsonLines:
         parts = {part for header in carrying for part in header.split() if part.lower() not in SCHEMES}
         secrets = {*carrying, *parts, *api.keys.values()}
         statuses = []
-        for header in credentials:
-            if api.get("/api/admin/clients/acme", key="read").status_code == 404:  # a DELETE went through
-                api.create_client("acme")
-            for method, path, body in requests_for_every_route(app):
+        for round_number, header in enumerate(credentials):
+            client_id = f"acme-{round_number}"  # a DELETE may go through; a deleted id stays retired
+            api.create_client(client_id)
+            for method, path, body in requests_for_every_route(app, client_id):
                 sent = {"X-Request-ID": f"probe-{len(statuses)}", "Idempotency-Key": f"retry-{len(statuses)}"}
                 if header is not None:
                     sent["Authorization"] = header

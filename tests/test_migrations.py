@@ -13,7 +13,7 @@ from credits_service import create_app
 from credits_service.extensions import db
 
 TABLES = {"api_keys", "clients", "quota_limits", "usage_records", "credit_audit_log", "audit_heads",
-          "idempotency_keys", "credit_grants"}
+          "idempotency_keys", "credit_grants", "audit_actions"}
 
 
 def schema_diff(app):
@@ -70,9 +70,13 @@ def add_entry(session, entry_id, client_id="acme", **chain):
                          f"VALUES ({', '.join(':' + name for name in columns)})"), columns)
 
 
-def add_client(session, client_id):
+def add_client(session, client_id, head=True):
+    """A client and, from revision 0002 on (head=True), its empty chain's head, which each entry advances."""
     session.execute(text("INSERT INTO clients (id, name, created_at, updated_at) "
                          "VALUES (:id, 'Acme', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"), {"id": client_id})
+    if head:
+        session.execute(text("INSERT INTO audit_heads (client_id, entry_count, last_entry_id, hash, updated_at) "
+                             "VALUES (:id, 0, NULL, :genesis, CURRENT_TIMESTAMP)"), {"id": client_id, "genesis": "0" * 64})
 
 
 def test_upgrade_after_downgrade_restores_the_append_only_guard(fresh_app):
@@ -97,7 +101,7 @@ def test_downgrade_to_0001_keeps_its_guard_against_updates(fresh_app):
     flask_db(fresh_app, "downgrade", "0001")
     with fresh_app.app_context():
         session = db.session()
-        add_client(session, "acme")
+        add_client(session, "acme", head=False)
         add_entry(session, 1)
         session.commit()
         with pytest.raises(DatabaseError):
@@ -111,7 +115,7 @@ def test_upgrade_chains_the_entries_that_already_exist(fresh_app):
     with fresh_app.app_context():
         session = db.session()
         for client_id in ("acme", "other", "empty"):
-            add_client(session, client_id)
+            add_client(session, client_id, head=False)
         for entry_id, client_id in enumerate(["acme", "other", "acme", "acme", "other"], start=1):
             add_entry(session, entry_id, client_id)
         session.commit()

@@ -1,11 +1,11 @@
 """The append-only credit audit log: one client's, a search across clients, and an export."""
 
-from flask import Response, current_app
+from flask import Response, current_app, request, url_for
 
 from .. import services
 from ..audit.export import MEDIA_TYPES, export_chunks, filename
 from ..audit.reader import AuditFilter
-from ..auth import admin_read
+from ..auth import admin_read, export_read
 from ..extensions import db
 from ..schemas.audit import (
     AuditExportQuerySchema,
@@ -41,18 +41,27 @@ def search_audit_log(query):
 
 
 @search_blp.route("/export", methods=["GET"])
-@admin_read
+@export_read
 @search_blp.arguments(AuditExportQuerySchema, location="query")
 @search_blp.doc(responses={"200": {
-    "description": "Every selected entry, newest first, as an attachment.",
+    "description": "The selected entries, newest first, as an attachment: at most EXPORT_MAX_ROWS (50,000 "
+                   "unless configured) per answer. When more are selected, the Link header names the next "
+                   "answer (the same filters with before); an answer without it holds the last of them.",
+    "headers": {"Link": {"description": '<...?before=ID&...>; rel="next" while more entries are selected.',
+                         "schema": {"type": "string"}}},
     "content": {media_type: {"schema": {"type": "string"}} for media_type in MEDIA_TYPES.values()},
 }})
 def export_audit_log(query):
-    """Every entry the filters select, newest first, streamed as CSV (with a header row) or NDJSON."""
+    """The entries the filters select, newest first, streamed as CSV (with a header row) or NDJSON,
+    at most EXPORT_MAX_ROWS per answer; follow Link rel="next" for the rest. Its own rate limit
+    (RATE_LIMIT_EXPORT) applies besides the read one."""
     export_format = query["format"]
-    name = filename(export_format, current_app.config["CLOCK"]())
-    return Response(
-        export_chunks(db.engine, AuditFilter.of(query), export_format),
-        mimetype=MEDIA_TYPES[export_format],
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
-    )
+    audit_filter = AuditFilter.of(query)
+    window = services.audit_log().export_window(audit_filter, query.get("before"),
+                                                current_app.config["EXPORT_MAX_ROWS"])
+    headers = {"Content-Disposition": f'attachment; filename="{filename(export_format, current_app.config["CLOCK"]())}"'}
+    if window.last_id is not None:
+        following = url_for(request.endpoint, **{**request.args.to_dict(flat=False), "before": window.last_id})
+        headers["Link"] = f'<{following}>; rel="next"'
+    return Response(export_chunks(db.engine, audit_filter, export_format, window),
+                    mimetype=MEDIA_TYPES[export_format], headers=headers)

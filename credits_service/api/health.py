@@ -3,10 +3,10 @@
 from flask import current_app
 
 from .. import metrics
+from ..auth import metrics_guard
 from ..errors import NotReady
-from ..extensions import db, limiter
+from ..extensions import limiter
 from ..schemas.health import HealthSchema, NotReadySchema, ReadinessSchema
-from ..services.health import HealthChecks
 from . import Blueprint
 
 blp = Blueprint("health", __name__, description="Liveness, readiness and Prometheus metrics.")
@@ -25,12 +25,7 @@ def healthz():
 @blp.alt_response(503, schema=NotReadySchema, description="The database (or a rate-limit storage that must answer) does not, within about a second.")
 def readyz():
     """Readiness: the database answers within about a second; the rate-limit storage is reported."""
-    config = current_app.config
-    readiness = HealthChecks(
-        db.engine,
-        config["RATELIMIT_STORAGE_URI"] if config["RATELIMIT_ENABLED"] else None,
-        config["RATELIMIT_SWALLOW_ERRORS"],
-    ).readiness()
+    readiness = current_app.extensions["health_checks"].readiness()
     if not readiness.ready:
         raise NotReady("Not ready: see checks for what does not answer.",
                        checks=ReadinessSchema().dump(readiness)["checks"])
@@ -38,10 +33,15 @@ def readyz():
 
 
 @blp.route("/metrics", methods=["GET"])
-@blp.doc(responses={"200": {
-    "description": "Prometheus text exposition format, summed over every worker.",
-    "content": {"text/plain": {"schema": {"type": "string"}}},
-}})
+@metrics_guard
+@blp.doc(responses={
+    "200": {
+        "description": "Prometheus text exposition format, summed over every worker.",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
+    "401": "UNAUTHORIZED",
+})
 def metrics_text():
-    """Request counts and latencies by route template, and the domain counters."""
+    """Request counts and latencies by route template, and the domain counters. Open unless
+    METRICS_TOKEN is set; then it needs that token as a bearer token."""
     return metrics.exposition()

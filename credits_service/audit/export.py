@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from ..schemas.audit import AuditEntrySchema
-from .reader import AuditFilter, AuditLogReader
+from .reader import AuditFilter, AuditLogReader, ExportWindow
 
 MEDIA_TYPES = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection").
@@ -41,9 +41,15 @@ def _csv_cell(value: Any) -> Any:
     return value
 
 
+def _csv_writer(out: io.StringIO):
+    # Every cell quoted: a spreadsheet that splits cells on another separator (";") then still
+    # sees one cell, so "x;=1+2" in a reason cannot become a formula of its own.
+    return csv.writer(out, quoting=csv.QUOTE_ALL)
+
+
 def _csv_rows(entries: list[dict[str, Any]]) -> str:
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = _csv_writer(out)
     for entry in entries:
         reason = entry["details"].get("reason") if isinstance(entry["details"], dict) else None
         writer.writerow(_csv_cell(value) for value in [*(entry[c] for c in CSV_COLUMNS[:-1]), reason])
@@ -54,13 +60,15 @@ def _ndjson_rows(entries: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n" for entry in entries)
 
 
-def export_chunks(engine: Engine, audit_filter: AuditFilter, export_format: str) -> Iterator[str]:
-    """The export as text chunks, one per batch of entries (CSV starts with its header row)."""
+def export_chunks(engine: Engine, audit_filter: AuditFilter, export_format: str,
+                  window: ExportWindow | None = None) -> Iterator[str]:
+    """The export as text chunks, one per batch of entries (CSV starts with its header row):
+    every selected entry, or those of one window."""
     render = _csv_rows if export_format == "csv" else _ndjson_rows
     if export_format == "csv":
         header = io.StringIO()
-        csv.writer(header).writerow(CSV_COLUMNS)
+        _csv_writer(header).writerow(CSV_COLUMNS)
         yield header.getvalue()
     with Session(engine) as session:
-        for batch in AuditLogReader(session).each_batch(audit_filter):
+        for batch in AuditLogReader(session).each_batch(audit_filter, window):
             yield render(_entry.dump(batch, many=True))

@@ -18,11 +18,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, and_, select
+from sqlalchemy import Select, and_, func, select
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
-from ..models import Client, CreditAuditLog
+from ..models import AuditHead, CreditAuditLog
 
 EXPORT_BATCH = 1000
 
@@ -53,7 +53,16 @@ class AuditPage:
     next_offset: int | None = None
 
 
-def newest_first(audit_filter: AuditFilter, before: int | None = None) -> Select:
+@dataclass(frozen=True)
+class ExportWindow:
+    """The entries one export answer holds: older than `before`, down to `last_id` (inclusive)
+    when more are selected than one answer may hold (then the next answer starts there)."""
+
+    before: int
+    last_id: int | None
+
+
+def newest_first(audit_filter: AuditFilter, before: int | None = None, columns=(CreditAuditLog,)) -> Select:
     """The entries the filter selects, older than `before`, newest first (see the module's docstring)."""
     log = CreditAuditLog
     actions = tuple(dict.fromkeys(audit_filter.actions))
@@ -76,7 +85,7 @@ def newest_first(audit_filter: AuditFilter, before: int | None = None) -> Select
     conditions.extend(column == value for column, value in equal)
     if len(actions) > 1:
         conditions.append(log.action.in_(actions))
-    return select(log).where(*conditions).order_by(*order)
+    return select(*columns).where(*conditions).order_by(*order)
 
 
 class AuditLogReader:
@@ -85,8 +94,8 @@ class AuditLogReader:
 
     def client_page(self, client_id: str, limit: int, offset: int = 0, before: int | None = None,
                     action: str | None = None) -> AuditPage:
-        """One client's entries; 404 for an unknown client."""
-        if self.session.get(Client, client_id) is None:
+        """One client's entries, a deleted client's included; 404 for an id that never had a client."""
+        if self.session.get(AuditHead, client_id) is None:
             raise NotFound.client(client_id)
         query = newest_first(AuditFilter(client_id=client_id, actions=(action,) if action else ()), before)
         entries = self.session.scalars(query.limit(limit + 1).offset(offset)).all()
@@ -104,15 +113,26 @@ class AuditLogReader:
         items = list(entries[:limit])
         return AuditPage(items, limit, items[-1].id if len(entries) > limit else None)
 
-    def each_batch(self, audit_filter: AuditFilter, batch: int = EXPORT_BATCH) -> Iterator[list[CreditAuditLog]]:
-        """Every selected entry, newest first, `batch` at a time: memory holds one batch, never the result.
+    def export_window(self, audit_filter: AuditFilter, before: int | None, max_entries: int) -> ExportWindow:
+        """Where one export answer starts (below `before`, or above the newest entry now: entries
+        written while it streams are not in it) and, when more are selected, where it ends."""
+        if before is None:
+            before = (self.session.scalar(select(func.max(CreditAuditLog.id))) or 0) + 1
+        ids = self.session.scalars(newest_first(audit_filter, before, columns=(CreditAuditLog.id,))
+                                   .offset(max_entries - 1).limit(2)).all()
+        self.session.rollback()
+        return ExportWindow(before, ids[0] if len(ids) == 2 else None)
 
-        Each batch is its own short read; entries written during an export are newer than
-        its first batch and are not included.
-        """
-        before = None
+    def each_batch(self, audit_filter: AuditFilter, window: ExportWindow | None = None,
+                   batch: int = EXPORT_BATCH) -> Iterator[list[CreditAuditLog]]:
+        """Every selected entry (within window), newest first, `batch` at a time: memory holds one
+        batch, never the result. Each batch is its own short read."""
+        before = window.before if window else None
         while True:
-            entries = self.session.scalars(newest_first(audit_filter, before).limit(batch)).all()
+            query = newest_first(audit_filter, before).limit(batch)
+            if window and window.last_id is not None:
+                query = query.where(CreditAuditLog.id >= window.last_id)
+            entries = self.session.scalars(query).all()
             self.session.expunge_all()
             self.session.rollback()
             if not entries:

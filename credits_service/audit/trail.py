@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Sequence, func, insert, select, update
+from sqlalchemy import Sequence, func, insert, select
 from sqlalchemy.orm import Session
 
 from ..models import AuditHead, CreditAuditLog
@@ -31,15 +31,15 @@ class AuditTrail:
 
     def append(self, client_id: str, actor: str, action: str, details: dict[str, Any],
                previous_value: str | None, new_value: str | None, now: datetime) -> int:
-        """Add an entry at the end of the client's chain and advance its head; returns its id.
+        """Add an entry at the end of the client's chain; returns its id.
 
-        The head row is locked first, so appends to one client are serial even for a caller
-        that forgot the quota lock.
+        The caller holds the client's quota row lock, so no other entry of this client is being
+        written; the database advances the head with the INSERT (a trigger), and the unique
+        (client_id, seq) refuses a second entry at the same place should a writer skip the lock.
         """
         dialect = self.session.get_bind().dialect.name
         head = self.session.execute(
-            select(AuditHead.entry_count, AuditHead.hash, _next_entry_id(dialect))
-            .where(AuditHead.client_id == client_id).with_for_update(of=AuditHead)
+            select(AuditHead.entry_count, AuditHead.hash, _next_entry_id(dialect)).where(AuditHead.client_id == client_id)
         ).first()
         if head is None:  # every client gets one when created: its chain has been tampered with
             raise RuntimeError(f"client {client_id!r} has no audit head")
@@ -54,8 +54,4 @@ class AuditTrail:
             previous_value=previous_value, new_value=new_value, created_at=created_at,
             previous_hash=previous_hash, hash=entry_hash, key_id=key_id,
         ))
-        self.session.execute(
-            update(AuditHead).where(AuditHead.client_id == client_id)
-            .values(entry_count=seq, last_entry_id=entry_id, hash=entry_hash, updated_at=created_at)
-        )
         return entry_id

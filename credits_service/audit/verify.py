@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from ..models import AuditHead, Client, CreditAuditLog
 from ..transactions import snapshot_transaction
+from ..months import iso_utc
 from .chain import GENESIS, canonical_entry, chain_hash
 from .keys import AuditKeys
 
@@ -36,7 +37,7 @@ class Failure:
     client_id: str
     entry_id: int | None  # the first bad entry, when there is one to name
     # changed, missing, reordered, newest entries missing, head mismatch, rolled back,
-    # unknown key, no such client
+    # unknown key, older key, retired key, deleted unrecorded, no such client
     kind: str
     detail: str
 
@@ -51,6 +52,8 @@ class _Chain:
     count: int = 0
     hash: str = GENESIS
     last_id: int | None = None
+    last_action: str | None = None
+    newest_key: str | None = None  # the newest key (first in AUDIT_HMAC_KEYS) any entry so far used
 
 
 @dataclass
@@ -102,7 +105,7 @@ class AuditVerifier:
             clients_query = clients_query.where(Client.id == client_id)
         heads = {head.client_id: head for head in self.session.scalars(heads_query)}
         clients = set(self.session.scalars(clients_query))
-        result = Verification(clients=len(clients))
+        result = Verification(clients=len(clients | heads.keys()))
         chains: dict[str, _Chain] = {}
         failed: dict[str, Failure] = {}
 
@@ -120,6 +123,10 @@ class AuditVerifier:
                     fail(client, entry_id, "unknown key",
                          f"entry {entry_id} was signed with key {key_id!r}, which AUDIT_HMAC_KEYS does not hold")
                     continue
+                refused = self._key_refused(entry_id, key_id, created_at, chain)
+                if refused:
+                    fail(client, entry_id, *refused)
+                    continue
                 try:
                     details = _decode_json(details_json)
                 except ValueError:  # only a hand-edited row holds text that is not JSON
@@ -129,7 +136,7 @@ class AuditVerifier:
                 authentic = chain_hash(secret, previous_hash, canonical) == stored_hash
                 expected = chain.count + 1
                 if authentic and seq == expected and previous_hash == chain.hash:
-                    chain.count, chain.hash, chain.last_id = seq, stored_hash, entry_id
+                    chain.count, chain.hash, chain.last_id, chain.last_action = seq, stored_hash, entry_id, action
                     anchor = anchors.get(client)
                     if anchor is not None and anchor.entry_count == seq and anchor.hash != stored_hash:
                         fail(client, entry_id, "rolled back",
@@ -141,14 +148,27 @@ class AuditVerifier:
             result.entries += len(batch)
             progress(len(batch))
 
-        if client_id is not None and not clients and client_id not in anchors:
-            fail(client_id, None, "no such client", "there is no client with this id")
-        for client in sorted(clients | chains.keys() | anchors.keys()):
+        if client_id is not None and not clients and not heads and client_id not in anchors:
+            fail(client_id, None, "no such client", "there is no client or audit chain with this id")
+        for client in sorted(clients | heads.keys() | chains.keys() | anchors.keys()):
             if client not in failed:
                 self._check_head(client, chains.get(client, _Chain()), heads.get(client),
                                  anchors.get(client), client in clients, fail)
         result.failures = [failed[client] for client in sorted(failed)]
         return result
+
+    def _key_refused(self, entry_id: int, key_id: str, created_at, chain: _Chain) -> tuple[str, str] | None:
+        """A chain never goes back to an older key, and no entry is signed after its key's retirement."""
+        retired = self.keys.retired.get(key_id)
+        if retired is not None and created_at >= retired:
+            return "retired key", (f"entry {entry_id} was signed with key {key_id!r} at {iso_utc(created_at)}, "
+                                   f"after its retirement on {iso_utc(retired)}")
+        if chain.newest_key is not None and self.keys.is_older(key_id, chain.newest_key):
+            return "older key", (f"entry {entry_id} was signed with key {key_id!r}, older than key "
+                                 f"{chain.newest_key!r} that an earlier entry of this chain used")
+        if chain.newest_key is None or self.keys.is_older(chain.newest_key, key_id):
+            chain.newest_key = key_id
+        return None
 
     @staticmethod
     def _misplaced(entry_id: int, seq: int, chain: _Chain, authentic: bool,
@@ -169,16 +189,15 @@ class AuditVerifier:
     @staticmethod
     def _check_head(client: str, chain: _Chain, head: AuditHead | None, anchor: Anchor | None,
                     exists: bool, fail: Callable[[str, int | None, str, str], None]) -> None:
-        """The recomputed chain against the stored head, then against the anchor if any."""
-        if anchor is not None and not exists:
-            fail(client, None, "rolled back",
-                 f"the anchor records {anchor.entry_count} entries but the client no longer exists")
-            return
+        """The recomputed chain against the stored head, the client's existence, then the anchor if any."""
         ends = f"entry {chain.last_id} (#{chain.count})" if chain.last_id else "the start (no entries)"
-        if head is None:
+        deleted = chain.last_action == "client_deleted"
+        if head is None and anchor is not None and not exists:
+            fail(client, None, "rolled back",
+                 f"the anchor records {anchor.entry_count} entries but the database holds no chain for this client")
+        elif head is None:
             fail(client, chain.last_id, "head mismatch", f"the client has no stored head; its chain ends at {ends}")
-            return
-        if chain.count < head.entry_count:
+        elif chain.count < head.entry_count:
             fail(client, chain.last_id, "newest entries missing",
                  f"the chain ends at {ends} but the stored head counts {head.entry_count} entries "
                  f"ending at entry {head.last_entry_id}")
@@ -186,6 +205,13 @@ class AuditVerifier:
             fail(client, chain.last_id, "head mismatch",
                  f"the chain ends at {ends} but the stored head says {head.entry_count} entries "
                  f"ending at entry {head.last_entry_id} with another hash")
+        elif not exists and not deleted:
+            fail(client, chain.last_id, "deleted unrecorded",
+                 f"the client is gone but its chain ends at {ends}, not at a client_deleted entry: "
+                 "it was deleted outside the service")
+        elif exists and deleted:
+            fail(client, chain.last_id, "deleted unrecorded",
+                 f"the chain ends with the client's deletion at {ends}, but the client exists again")
         elif anchor is not None and chain.count < anchor.entry_count:
             fail(client, chain.last_id, "rolled back",
                  f"the anchor records {anchor.entry_count} entries ending in hash {anchor.hash[:16]}..., "

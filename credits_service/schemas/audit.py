@@ -35,7 +35,7 @@ class AuditFilterSchema(StrictSchema):
     """What an investigation across clients selects; every filter is optional."""
 
     client_id = client_id_field(data_key="clientId")
-    admin_id = Text(data_key="adminId", validate=validate.Length(1, 200),
+    admin_id = Text(data_key="adminId", min_length=1, max_length=200,
                     metadata={"description": "The name of the key that made the change."})
     action = fields.List(
         fields.String(validate=validate.OneOf(AUDIT_ACTIONS)),
@@ -58,6 +58,7 @@ class AuditSearchQuerySchema(AuditFilterSchema):
 
 class AuditExportQuerySchema(AuditFilterSchema):
     format = fields.String(load_default="csv", validate=validate.OneOf(EXPORT_FORMATS))
+    before = _before()
 
 
 class AuditEntrySchema(Schema):

@@ -11,9 +11,10 @@ class ClientCreateSchema(StrictSchema):
     id = client_id_field(metadata={"description": "Generated when absent."})
     name = Text(
         required=True,
+        min_length=1,
+        max_length=200,
         pattern=NOT_BLANK,
         pattern_error="Must not be blank or contain NUL characters.",
-        validate=validate.Length(min=1, max=200),
     )
     plan = fields.String(validate=validate.OneOf(PLANS), metadata={"description": "Defaults to free."})
 

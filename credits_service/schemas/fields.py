@@ -9,9 +9,11 @@ from ..months import iso_utc
 # Anchored with ^...$ for the OpenAPI document (ECMA regex); FullMatch makes "$" strict in Python too.
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 CLIENT_ID_ERROR = "Must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' or '-'."
+# Every pattern runs in time linear in its input, and only on input within its field's length:
+# each way of matching is the only one (no two quantifiers can take the same characters).
 NO_NUL = r"^[^\x00]*$"
-# Not blank: at least one character other than NUL and ASCII white space.
-NOT_BLANK = r"^[^\x00]*[^\x00 \t\n\r\f\v][^\x00]*$"
+# Not blank: white space, then a character other than NUL and ASCII white space, then no NUL.
+NOT_BLANK = r"^[ \t\n\r\f\v]*[^\x00 \t\n\r\f\v][^\x00]*$"
 REASON_MAX = 500
 # A usage month, YYYY-MM (years 1000 to 9999: four digits, so months compare as strings).
 MONTH_PATTERN = r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])$"
@@ -48,21 +50,24 @@ class FullMatch(validate.Regexp):
 
 
 class Text(fields.String):
-    """A string both databases can store: PostgreSQL refuses NUL and unpaired surrogates.
+    """A string of bounded length both databases can store: PostgreSQL refuses NUL and unpaired
+    surrogates.
 
-    `pattern` (matched whole, and stated in the OpenAPI document) refuses NUL; unpaired
-    surrogates cannot be stated there and are refused on their own.
+    The length is checked first, before any pattern sees the text. `pattern` (matched whole,
+    and stated in the OpenAPI document) refuses NUL; unpaired surrogates cannot be stated
+    there and are refused on their own.
     """
 
     default_error_messages = {"surrogate": "Must not contain unpaired surrogates."}
 
-    def __init__(self, *, pattern=NO_NUL, pattern_error="Must not contain NUL characters.",
-                 validate=(), **kwargs):
-        extra = [validate] if callable(validate) else list(validate)
-        super().__init__(validate=[FullMatch(pattern, error=pattern_error), *extra], **kwargs)
+    def __init__(self, *, max_length: int, min_length: int = 0, pattern=NO_NUL,
+                 pattern_error="Must not contain NUL characters.", **kwargs):
+        self.length = validate.Length(min=min_length or None, max=max_length)
+        super().__init__(validate=[self.length, FullMatch(pattern, error=pattern_error)], **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
+        self.length(text)  # raises before the validators run the pattern over an overlong text
         if any("\ud800" <= ch <= "\udfff" for ch in text):
             raise self.make_error("surrogate")
         return text
@@ -95,13 +100,13 @@ class Instant(fields.AwareDateTime):
 
 
 def client_id_field(**kwargs) -> Text:
-    return Text(pattern=CLIENT_ID_PATTERN, pattern_error=CLIENT_ID_ERROR, **kwargs)
+    return Text(max_length=64, pattern=CLIENT_ID_PATTERN, pattern_error=CLIENT_ID_ERROR, **kwargs)
 
 
 def reason_field() -> Text:
-    return Text(validate=validate.Length(max=REASON_MAX), metadata={"description": "Why, for the audit log."})
+    return Text(max_length=REASON_MAX, metadata={"description": "Why, for the audit log."})
 
 
 def month_field(data_key: str, description: str) -> Text:
-    return Text(data_key=data_key, pattern=MONTH_PATTERN, pattern_error="Must be a month as YYYY-MM.",
+    return Text(max_length=7, data_key=data_key, pattern=MONTH_PATTERN, pattern_error="Must be a month as YYYY-MM.",
                 metadata={"description": description})

@@ -4,20 +4,25 @@ Each service takes the request's (or command's) ORM session, the app's clock and
 writes admin changes, the audit trail; it owns its transactions (credits_service/transactions.py).
 """
 
+import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from flask import current_app
+from limits import parse
 
 from ..audit.reader import AuditLogReader
 from ..audit.trail import AuditTrail
 from ..audit.verify import AuditVerifier
-from ..extensions import db
+from ..extensions import db, limiter
 from .api_keys import ApiKeys
 from .clients import ClientsService
 from .consumption import ConsumptionService
 from .grants import GrantsService
 from .idempotency import IdempotencyKeys
 from .quotas import QuotasService
+
+log = logging.getLogger("credits_service.idempotency")
 
 
 def _clock():
@@ -62,4 +67,26 @@ def idempotency_keys() -> IdempotencyKeys:
         db.session(), _clock(),
         ttl=timedelta(hours=config["IDEMPOTENCY_TTL_HOURS"]),
         lock_timeout=timedelta(seconds=config["IDEMPOTENCY_LOCK_SECONDS"]),
+        admit_new=_stored_answers_counter(config),
+        max_stored=config["IDEMPOTENCY_MAX_KEYS"],
     )
+
+
+def _stored_answers_counter(config) -> Callable[[str], bool]:
+    """Stored answers per key name, counted by the rate limiter's storage (Redis across instances):
+    a runaway caller cannot fill the database within the TTL. Off with the rate limits."""
+    if not limiter.enabled:
+        return lambda principal: True
+    cap = parse(f"{config['IDEMPOTENCY_MAX_KEYS']} per {config['IDEMPOTENCY_TTL_HOURS']} hour")
+    swallow_errors = config["RATELIMIT_SWALLOW_ERRORS"]
+
+    def admit(principal: str) -> bool:
+        try:
+            return limiter.limiter.hit(cap, "idempotency-answers", principal)
+        except Exception:  # the storage is down: as with rate limits, requests go on uncounted
+            if not swallow_errors:
+                raise
+            log.warning("counting stored Idempotency-Key answers failed", exc_info=True)
+            return True
+
+    return admit

@@ -45,40 +45,45 @@ class KeyCheck:
 
 
 @dataclass(frozen=True)
-class _ValidKey:
-    principal: Principal
+class _Lookup:
+    """What the database said of a key: its principal and expiry, or why it was refused."""
+
+    principal: Principal | None
     expires_at: datetime | None
-    checked_at: float  # time.monotonic()
+    refused: KeyCheck | None
+    looked_up_at: float  # time.monotonic()
 
 
 class KeyCheckCache:
-    """Keys found valid in the last `seconds`, by hash; one per app (create_app makes it).
+    """What the database said of each key in the last `seconds`, by hash; one per app.
 
-    A revocation made elsewhere (another worker, another instance, the CLI) takes effect within
-    `seconds`; expiry is checked on every request against the stored expiry, so it takes effect
-    at once. Only valid keys are kept, so a new key works at once.
+    Refusals are kept as briefly as valid keys, so a storm of bad keys costs one lookup each per
+    interval, not one per request. A revocation made elsewhere (another worker, another
+    instance, the CLI) takes effect within `seconds`; expiry is checked on every request against
+    the stored expiry, so it takes effect at once. A new key cannot have been refused before:
+    it works at once.
     """
 
     def __init__(self, seconds: float):
         self.seconds = seconds
-        self._valid: dict[str, _ValidKey] = {}
+        self._lookups: dict[str, _Lookup] = {}
         self._lock = threading.Lock()
 
-    def get(self, key_hash: str) -> _ValidKey | None:
-        found = self._valid.get(key_hash)
-        if found is not None and time.monotonic() - found.checked_at < self.seconds:
+    def get(self, key_hash: str) -> _Lookup | None:
+        found = self._lookups.get(key_hash)
+        if found is not None and time.monotonic() - found.looked_up_at < self.seconds:
             return found
         return None
 
-    def put(self, key_hash: str, valid: _ValidKey) -> None:
+    def put(self, key_hash: str, lookup: _Lookup) -> None:
         with self._lock:
-            if len(self._valid) >= KEY_CHECK_CACHE_SIZE:
-                self._valid.clear()
-            self._valid[key_hash] = valid
+            if len(self._lookups) >= KEY_CHECK_CACHE_SIZE:
+                self._lookups.clear()
+            self._lookups[key_hash] = lookup
 
     def clear(self) -> None:
         with self._lock:
-            self._valid.clear()
+            self._lookups.clear()
 
 
 class ApiKeys:
@@ -124,25 +129,29 @@ class ApiKeys:
         if not key:
             return KeyCheck(None, "missing key", "missing")
         key_hash = hash_key(key)
-        valid = self.cache.get(key_hash)
-        looked_up = valid is None
-        if looked_up:
-            found = self.session.execute(
-                select(ApiKey.id, ApiKey.name, ApiKey.role, ApiKey.revoked_at, ApiKey.expires_at)
-                .where(ApiKey.key_hash == key_hash)
-            ).first()
-            if found is None:
-                return KeyCheck(None, "unknown key", "unknown")
-            if found.revoked_at is not None:
-                return KeyCheck(None, f"revoked key id={found.id} name={found.name}", "revoked")
-            valid = _ValidKey(Principal(found.id, found.name, found.role), found.expires_at, time.monotonic())
-        principal = valid.principal
-        if is_expired(valid, self.clock()):
+        lookup = self.cache.get(key_hash)
+        if lookup is None:
+            lookup = self._look_up(key_hash)
+            self.cache.put(key_hash, lookup)
+        if lookup.refused is not None:
+            return lookup.refused
+        principal = lookup.principal
+        if lookup.expires_at is not None and lookup.expires_at <= self.clock():
             return KeyCheck(None, f"expired key id={principal.key_id} name={principal.name}", "expired")
-        if looked_up:
-            self.cache.put(key_hash, valid)
         return KeyCheck(principal)
 
+    def _look_up(self, key_hash: str) -> _Lookup:
+        found = self.session.execute(
+            select(ApiKey.id, ApiKey.name, ApiKey.role, ApiKey.revoked_at, ApiKey.expires_at)
+            .where(ApiKey.key_hash == key_hash)
+        ).first()
+        now = time.monotonic()
+        if found is None:
+            return _Lookup(None, None, KeyCheck(None, "unknown key", "unknown"), now)
+        if found.revoked_at is not None:
+            return _Lookup(None, None, KeyCheck(None, f"revoked key id={found.id} name={found.name}", "revoked"), now)
+        return _Lookup(Principal(found.id, found.name, found.role), found.expires_at, None, now)
 
-def is_expired(key: ApiKey | _ValidKey, now: datetime) -> bool:
+
+def is_expired(key: ApiKey, now: datetime) -> bool:
     return key.expires_at is not None and key.expires_at <= now

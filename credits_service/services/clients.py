@@ -1,5 +1,6 @@
 """Clients: created on a plan with that plan's limits, listed, read and deleted by admins."""
 
+import json
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 from ..audit.trail import AuditTrail
 from ..errors import Conflict, NotFound
 from ..logs import log_admin_action
-from ..models import Client, QuotaLimit
+from ..models import AuditHead, Client, QuotaLimit
 from ..plans import DEFAULT_PLAN, PLAN_LIMITS
 from ..transactions import write_transaction
 from .paging import page_of
@@ -41,6 +42,11 @@ class ClientsService:
             with write_transaction(self.session):
                 if self.session.get(Client, client_id) is not None:
                     raise duplicate
+                if self.session.get(AuditHead, client_id) is not None:
+                    raise Conflict(
+                        f"The id {client_id!r} belonged to a client that was deleted; its audit history is kept "
+                        "under that id, so the id cannot be used again. Choose another id."
+                    )
                 self.session.add(Client(id=client_id, name=name, created_at=now, updated_at=now))
                 self.session.flush()
                 self.session.add(QuotaLimit(
@@ -64,9 +70,15 @@ class ClientsService:
         return ClientSummary(*row)
 
     def delete_client(self, actor: str, client_id: str) -> None:
-        """Deletes the client with its quota, usage and audit log (the foreign keys cascade)."""
+        """Deletes the client with its quota, usage and grants; its audit log stays, ending with a
+        client_deleted entry that records who deleted it, when, and what it was."""
+        now = self.clock()
         with write_transaction(self.session):
             # The quota row lock first, as every writer takes it: no deadlock with a grant.
-            find_quota(self.session, client_id, lock=True)
+            quota = find_quota(self.session, client_id, lock=True)
+            name = self.session.scalar(select(Client.name).where(Client.id == client_id))
+            last_state = {"name": name, **quota.snapshot()}
+            self.audit.append(client_id, actor, "client_deleted", last_state,
+                              json.dumps(last_state, separators=(",", ":")), None, now)
             self.session.execute(delete(Client).where(Client.id == client_id))
-        log_admin_action(actor, "client_delete", client_id)
+        log_admin_action(actor, "client_deleted", client_id)

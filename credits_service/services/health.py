@@ -10,6 +10,7 @@ by 1 s socket timeouts. Answers name the kind of failure, never a host,
 user or password.
 """
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 CHECK_TIMEOUT_SECONDS = 1.0
+# A probe storm (several balancers, short intervals) costs the database one check a second.
+READINESS_CACHE_SECONDS = 1.0
 REDIS_SCHEMES = ("redis://", "rediss://")
 
 
@@ -47,17 +50,26 @@ class Readiness:
 
 
 class HealthChecks:
+    """One per app: its answer is reused for READINESS_CACHE_SECONDS, its Redis client for good."""
+
     def __init__(self, engine: Engine, rate_limit_storage_uri: str | None, rate_limit_errors_swallowed: bool):
         """rate_limit_storage_uri: None when rate limits are off."""
         self.engine = engine
         self.rate_limit_storage_uri = rate_limit_storage_uri
         self.rate_limit_errors_swallowed = rate_limit_errors_swallowed
+        self._redis = None
+        self._lock = threading.Lock()
+        self._last: tuple[float, Readiness] | None = None
 
     def readiness(self) -> Readiness:
-        checks = {"database": self._database()}
-        if self.rate_limit_storage_uri and self.rate_limit_storage_uri.startswith(REDIS_SCHEMES):
-            checks["rateLimitStorage"] = self._rate_limit_storage()
-        return Readiness(checks)
+        with self._lock:
+            if self._last is not None and time.monotonic() - self._last[0] < READINESS_CACHE_SECONDS:
+                return self._last[1]
+            checks = {"database": self._database()}
+            if self.rate_limit_storage_uri and self.rate_limit_storage_uri.startswith(REDIS_SCHEMES):
+                checks["rateLimitStorage"] = self._rate_limit_storage()
+            self._last = (time.monotonic(), Readiness(checks))
+            return self._last[1]
 
     def _database(self) -> Check:
         started = time.perf_counter()
@@ -76,13 +88,14 @@ class HealthChecks:
         fatal = not self.rate_limit_errors_swallowed
         import redis  # only where the rate-limit storage is Redis: the client is large
 
-        try:
-            with redis.Redis.from_url(
+        if self._redis is None:
+            self._redis = redis.Redis.from_url(
                 self.rate_limit_storage_uri,
                 socket_connect_timeout=CHECK_TIMEOUT_SECONDS,
                 socket_timeout=CHECK_TIMEOUT_SECONDS,
-            ) as client:
-                client.ping()
+            )
+        try:
+            self._redis.ping()
         except redis.RedisError as error:
             detail = (
                 "Rate-limited requests fail while the rate-limit storage is down (RATELIMIT_SWALLOW_ERRORS is off)."
@@ -95,3 +108,15 @@ class HealthChecks:
 
 def _since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
+
+
+def init_app(app) -> None:
+    from ..extensions import db
+
+    with app.app_context():
+        engine = db.engine
+    config = app.config
+    app.extensions["health_checks"] = HealthChecks(
+        engine, config["RATELIMIT_STORAGE_URI"] if config["RATELIMIT_ENABLED"] else None,
+        config["RATELIMIT_SWALLOW_ERRORS"],
+    )

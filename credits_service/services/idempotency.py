@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from .. import metrics
-from ..errors import Conflict, IdempotencyKeyReused
+from ..errors import Conflict, IdempotencyKeyReused, TooManyRequests
 from ..models import IdempotencyRecord
 from ..transactions import upsert_for, write_transaction
 
@@ -68,11 +68,16 @@ class IdempotencyClaim:
 
 class IdempotencyKeys:
     def __init__(self, session: Session, clock: Callable[[], datetime], ttl: timedelta,
-                 lock_timeout: timedelta):
+                 lock_timeout: timedelta, admit_new: Callable[[str], bool] = lambda principal: True,
+                 max_stored: int | None = None):
+        """admit_new(principal) counts one more stored answer of the principal's and says whether it
+        stays within max_stored per ttl (the rate limiter's counters, shared by every instance)."""
         self.session = session
         self.clock = clock
         self.ttl = ttl
         self.lock_timeout = lock_timeout
+        self.admit_new = admit_new
+        self.max_stored = max_stored
 
     def claim(self, principal: str, key: str, request_fingerprint: str,
               render: Callable[[Any], dict[str, Any]]) -> IdempotencyClaim | StoredResponse:
@@ -94,6 +99,12 @@ class IdempotencyKeys:
                 .returning(IdempotencyRecord.id)
             )
             if created is not None:
+                if not self.admit_new(principal):  # the new row goes with the rollback
+                    raise TooManyRequests(
+                        f"This key has stored {self.max_stored} Idempotency-Key answers within "
+                        f"{self.ttl.total_seconds() / 3600:g} hours, the most one key may keep. Send requests "
+                        "without a new Idempotency-Key, or wait for the oldest answers to expire."
+                    )
                 return IdempotencyClaim(created, now, render)
             record = self.session.scalar(
                 select(IdempotencyRecord)
