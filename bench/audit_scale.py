@@ -88,6 +88,7 @@ def main() -> None:
              f"{'request':<44} {'1,000':>9} {'1,000,000':>10} {'ratio':>6}"]
     for name, ms_small in small.items():
         lines.append(f"{name:<44} {ms_small:>7.1f}ms {large[name]:>8.1f}ms {large[name] / ms_small:>6.1f}")
+    RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "audit-scale.txt"
     out.write_text("\n".join(lines) + "\n")
     print("\n" + "\n".join(lines) + f"\nwrote {out}")

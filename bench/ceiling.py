@@ -42,9 +42,8 @@ QUOTA_READ = (
 )
 
 # POST /api/admin/clients/<id>/credits {"action": "grant"}, in one transaction: the quota row
-# lock, this month's usage row, the ledger row, the raise, the audit head (locked) with the
-# entry's id, the chained entry, and the head's advance (left to the database where a trigger on
-# the entry's INSERT advances it).
+# lock, this month's usage row, the ledger row, the raise, the audit head with the entry's id,
+# and the chained entry (a trigger on its INSERT advances the head).
 GRANT = (
     "SELECT monthly_generation_limit FROM quota_limits WHERE client_id = %(client_id)s FOR UPDATE",
     "SELECT generation_count, granted FROM usage_records WHERE client_id = %(client_id)s AND month = %(month)s",
@@ -53,15 +52,12 @@ GRANT = (
     """UPDATE quota_limits SET monthly_generation_limit = %(new_stored)s, updated_at = %(now)s
        WHERE client_id = %(client_id)s""",
     """SELECT entry_count, hash, nextval('credit_audit_log_id_seq') FROM audit_heads
-       WHERE client_id = %(client_id)s FOR UPDATE""",
+       WHERE client_id = %(client_id)s""",
     """INSERT INTO credit_audit_log (id, client_id, seq, admin_id, action, details, previous_value, new_value,
                                     created_at, previous_hash, hash, key_id)
        VALUES (%(id)s, %(client_id)s, %(seq)s, %(admin_id)s, 'credit_grant', %(details)s, %(previous)s, %(new)s,
                %(now)s, %(previous_hash)s, %(hash)s, %(key_id)s)""",
-    """UPDATE audit_heads SET entry_count = %(seq)s, last_entry_id = %(id)s, hash = %(hash)s, updated_at = %(now)s
-       WHERE client_id = %(client_id)s""",
 )
-HEAD_ADVANCED_BY_TRIGGER = "SELECT EXISTS (SELECT FROM pg_trigger WHERE tgname = 'credit_audit_log_advance_head')"
 
 # POST /api/clients/<id>/usage (no Idempotency-Key): one statement outside a transaction, the
 # client's quota row locked in a CTE, then the conditional upsert against the limit it locked
@@ -89,7 +85,6 @@ QUOTA_STATUS = QUOTA_READ[:1]
 
 app = Flask(__name__)
 _connection: psycopg.Connection | None = None
-_head_advanced_by_trigger: bool | None = None
 
 
 def connection() -> psycopg.Connection:
@@ -98,14 +93,6 @@ def connection() -> psycopg.Connection:
         url = os.environ["DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://", 1)
         _connection = psycopg.connect(url)
     return _connection
-
-
-def head_advanced_by_trigger() -> bool:
-    """Whether the schema advances an audit head itself, on its entry's INSERT; asked once."""
-    global _head_advanced_by_trigger
-    if _head_advanced_by_trigger is None:
-        _head_advanced_by_trigger = connection().execute(HEAD_ADVANCED_BY_TRIGGER).fetchone()[0]
-    return _head_advanced_by_trigger
 
 
 @app.before_request
@@ -172,8 +159,6 @@ def grant(client_id):
             entry_id, client_id, count + 1, "bench-admin", "credit_grant", details, entry["previous"],
             entry["new"], now))
         conn.execute(GRANT[5], entry)
-        if not head_advanced_by_trigger():
-            conn.execute(GRANT[6], entry)
     return jsonify(action="grant", grantId=grant_id, scope="permanent", month=None, expiresAt=None,
                    currentUsage=used, previousLimit=previous, newLimit=new, remaining=remaining(new, used))
 

@@ -128,8 +128,10 @@ class Gunicorn:
 
     def __enter__(self) -> "Gunicorn":
         self.process = subprocess.Popen(
-            [str(BIN / "gunicorn"), "--workers", str(WORKERS), "--bind", f"127.0.0.1:{self.port}",
-             "--no-control-socket", self.app],
+            # Sync workers, as the targets are stated (gunicorn.conf.py, read from the working
+            # directory, would make them gthread ones; the ceiling keeps one connection per worker).
+            [str(BIN / "gunicorn"), "--workers", str(WORKERS), "--worker-class", "sync",
+             "--bind", f"127.0.0.1:{self.port}", "--no-control-socket", self.app],
             cwd=ROOT, env={**service_env(self.database_url), "PGAPPNAME": self.name},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )

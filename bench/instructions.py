@@ -243,6 +243,7 @@ def main() -> None:
     from harness import RESULTS
 
     report = run()
+    RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "instructions.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
