@@ -128,9 +128,10 @@ class Gunicorn:
 
     def __enter__(self) -> "Gunicorn":
         self.process = subprocess.Popen(
-            # Sync workers, as the targets are stated (gunicorn.conf.py, read from the working
-            # directory, would make them gthread ones; the ceiling keeps one connection per worker).
-            [str(BIN / "gunicorn"), "--workers", str(WORKERS), "--worker-class", "sync",
+            # Sync workers, as the targets are stated: gunicorn.conf.py, read from the working
+            # directory, asks for threads (which turn sync into gthread), and the ceiling keeps
+            # one connection per worker.
+            [str(BIN / "gunicorn"), "--workers", str(WORKERS), "--worker-class", "sync", "--threads", "1",
              "--bind", f"127.0.0.1:{self.port}", "--no-control-socket", self.app],
             cwd=ROOT, env={**service_env(self.database_url), "PGAPPNAME": self.name},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
