@@ -3,7 +3,7 @@
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, auth, cli, database, errors, metrics, purger, request_id
+from . import api, auth, background, cli, database, errors, metrics, request_id
 from .audit.keys import load_audit_keys
 from .config import Config
 from .extensions import db, limiter
@@ -38,5 +38,5 @@ def create_app(config: type[Config] | None = None) -> Flask:
     errors.init_app(app)
     api.init_app(app)
     cli.init_app(app)
-    purger.init_app(app)
+    background.init_app(app)
     return app

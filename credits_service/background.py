@@ -1,51 +1,69 @@
-"""Deletes expired Idempotency-Key answers while the service runs, so the table stays bounded.
+"""Upkeep while the service runs: expired Idempotency-Key answers purged, lapsed holds marked.
 
-Each worker process runs one daemon thread, started by its first request (so never in the
-gunicorn master, a `flask` command or the tests), that purges every
-IDEMPOTENCY_PURGE_INTERVAL_SECONDS in batches. On PostgreSQL an advisory lock lets one
-worker of one instance purge at a time (see IdempotencyKeys.purge); the rest skip that round.
+Each worker process runs one daemon thread per job, started by its first request (so never in
+the gunicorn master, a `flask` command or the tests), that runs the job every interval, in
+bounded batches. On PostgreSQL an advisory lock lets one worker of one instance run a job at a
+time (see the jobs themselves); the rest skip that round. A job's interval of 0 turns it off;
+its `flask` command still runs it by hand.
 """
 
 import logging
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import services
 
-log = logging.getLogger("credits_service.purge")
+log = logging.getLogger("credits_service.background")
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    interval_setting: str
+    run: Callable[[dict], int]  # given the app's config, does one round; returns how many rows it handled
+
+
+JOBS = (
+    Job("idempotency_purge", "IDEMPOTENCY_PURGE_INTERVAL_SECONDS",
+        lambda config: services.idempotency_keys().purge(config["IDEMPOTENCY_PURGE_BATCH"])),
+    Job("hold_sweep", "HOLD_SWEEP_INTERVAL_SECONDS",
+        lambda config: services.holds().sweep(config["HOLD_SWEEP_BATCH"])),
+)
 
 
 def init_app(app: Flask) -> None:
-    interval = app.config["IDEMPOTENCY_PURGE_INTERVAL_SECONDS"]
-    if interval <= 0 or app.testing:
+    jobs = [job for job in JOBS if app.config[job.interval_setting] > 0]
+    if not jobs or app.testing:
         return
     starting = threading.Lock()
     started = False
 
     @app.before_request
-    def _start_purging():
+    def _start_jobs():
         nonlocal started
         if started:
             return
         with starting:
             if not started:
-                threading.Thread(target=_purge_forever, args=(app, interval), name="idempotency-purge",
-                                 daemon=True).start()
+                for job in jobs:
+                    threading.Thread(target=_run_forever, args=(app, job), name=job.name, daemon=True).start()
                 started = True
 
 
-def _purge_forever(app: Flask, interval: int) -> None:
+def _run_forever(app: Flask, job: Job) -> None:
+    interval = app.config[job.interval_setting]
     while True:
         time.sleep(interval)
         with app.app_context():
             try:
-                purged = services.idempotency_keys().purge(app.config["IDEMPOTENCY_PURGE_BATCH"])
+                handled = job.run(app.config)
             except SQLAlchemyError as error:  # the database is down: try again next round
-                log.warning("purging Idempotency-Key answers failed: %s", type(error).__name__)
+                log.warning("%s failed: %s", job.name, type(error).__name__)
                 continue
-        if purged:
-            log.info("purged %d expired Idempotency-Key answers", purged, extra={"event": "idempotency_purge",
-                                                                             "purged": purged})
+        if handled:
+            log.info("%s handled %d rows", job.name, handled, extra={"event": job.name, "rows": handled})

@@ -216,8 +216,14 @@ SETTINGS = (
     # does), this many rows per transaction.
     Setting("IDEMPOTENCY_PURGE_INTERVAL_SECONDS", "non_negative_int", 60, "seconds, 0 to turn it off, e.g. 60"),
     Setting("IDEMPOTENCY_PURGE_BATCH", "positive_int", 1000, "rows, at least 1, e.g. 1000"),
+    # Open holds one client may have at once; past it, placing another is 409.
+    Setting("HOLDS_MAX_OPEN", "positive_int", 1000, "holds, at least 1, e.g. 1000"),
+    # Each worker marks lapsed holds expired this often (0: never; `flask holds sweep` still does).
+    # Nothing waits for it: a hold stops counting at its expiresAt either way.
+    Setting("HOLD_SWEEP_INTERVAL_SECONDS", "non_negative_int", 60, "seconds, 0 to turn it off, e.g. 60"),
+    Setting("HOLD_SWEEP_BATCH", "positive_int", 1000, "holds, at least 1, e.g. 1000"),
     # Answers one key name may have stored within IDEMPOTENCY_TTL_HOURS; past it, 429.
-    Setting("IDEMPOTENCY_MAX_KEYS", "positive_int", 1_000_000, "answers per key name, e.g. 1000000"),
+    Setting("IDEMPOTENCY_MAX_KEYS", "positive_int", 10_000_000, "answers per key name, e.g. 10000000"),
     # id:secret pairs, comma-separated; the first signs new audit entries, the others still
     # verify (checked by audit_keys.load_audit_keys). Unset: the development key in
     # instance/audit-hmac.key, made by `make run`.

@@ -44,6 +44,12 @@ GENERATIONS_CONSUMED = Counter(
 QUOTA_REFUSALS = Counter(
     "credits_quota_refusals", "Consumptions refused with 402: over the monthly limit.", registry=REGISTRY
 )
+HOLDS_PLACED = Counter(
+    "credits_held_generations", "Generations reserved by committed holds.", registry=REGISTRY
+)
+HOLDS_EXPIRED = Counter(
+    "credits_holds_expired", "Lapsed holds the sweep marked expired.", registry=REGISTRY
+)
 AUTH_FAILURES = Counter(
     "credits_authentication_failures", "Requests refused with 401, by reason.", ["reason"], registry=REGISTRY
 )
@@ -67,6 +73,15 @@ def generations_consumed(count: int) -> None:
 
 def quota_refused() -> None:
     QUOTA_REFUSALS.inc()
+
+
+def hold_placed(count: int) -> None:
+    HOLDS_PLACED.inc(count)
+
+
+def holds_expired(count: int) -> None:
+    if count:
+        HOLDS_EXPIRED.inc(count)
 
 
 def authentication_failed(reason: str) -> None:

@@ -26,6 +26,8 @@ from .plans import DEFAULT_PLAN, PLANS
 AUDIT_ACTIONS = ("plan_change", "credit_grant", "limit_change", "usage_reset", "credit_void", "client_deleted")
 # permanent raises the stored monthly limit; month adds to one UTC month only.
 GRANT_SCOPES = ("permanent", "month")
+# expired is what an open hold past its expires_at reads as; the sweep stores it later.
+HOLD_STATUSES = ("held", "captured", "released", "expired")
 ROLES = ("read", "write", "service")
 
 
@@ -105,6 +107,10 @@ class UsageRecord(db.Model):
         UniqueConstraint("client_id", "month"),
         CheckConstraint("generation_count >= 0", name="generation_count"),
         CheckConstraint("granted >= 0", name="granted"),
+        CheckConstraint("held >= 0", name="held"),
+        CheckConstraint("consumed >= 0", name="consumed"),
+        CheckConstraint("captured >= 0", name="captured"),
+        CheckConstraint("refunded >= 0", name="refunded"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -118,6 +124,12 @@ class UsageRecord(db.Model):
     # against the effective limit (stored limit + granted) is part of the one upsert statement.
     # 64-bit, so stored limit + granted never overflows either.
     granted: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # What the month's open holds reserve (services/month_usage.py): consumption counts it as used.
+    held: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Where generation_count comes from: consumed + captured - refunded (a reset starts all over).
+    consumed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    captured: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    refunded: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now, onupdate=_now)
 
@@ -244,3 +256,49 @@ class IdempotencyRecord(db.Model):
     response_body: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now, index=True)
     locked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+
+
+class Hold(db.Model):
+    """Credits reserved while a generation runs (services/holds.py); resolved once, or lapsed."""
+
+    __tablename__ = "holds"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", HOLD_STATUSES), name="status"),
+        CheckConstraint("count > 0", name="count"),
+        CheckConstraint("captured_count >= 0 AND captured_count <= count", name="captured_count"),
+        Index("ix_holds_client_id_desc", "client_id", "id"),
+        # A month's open holds, summed by every check against the limit.
+        Index("ix_holds_open", "client_id", "month", "status", "expires_at"),
+        # The lapsed holds the sweep marks.
+        Index("ix_holds_status_expires_at", "status", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    client_id: Mapped[str] = mapped_column(String(64), ForeignKey("clients.id", ondelete="CASCADE"))
+    month: Mapped[str] = mapped_column(String(7))
+    count: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    captured_count: Mapped[int | None] = mapped_column(Integer)
+    reference: Mapped[str | None] = mapped_column(String(200))
+    key_name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Refund(db.Model):
+    """Usage given back by the platform (services/refunds.py): one row per refund."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (
+        CheckConstraint("count > 0", name="count"),
+        Index("ix_refunds_client_id_desc", "client_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    client_id: Mapped[str] = mapped_column(String(64), ForeignKey("clients.id", ondelete="CASCADE"))
+    month: Mapped[str] = mapped_column(String(7))
+    count: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+    key_name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -62,3 +62,40 @@ def assert_cli_refusal(result, exit_code, message):
     assert result.exit_code == exit_code, result.output
     assert message in result.output, result.output
     assert "Traceback" not in result.output
+
+
+def hold(api, count=1, client_id="acme", ttl_seconds=None, reference=None, headers=None):
+    """POST /api/clients/<id>/holds with the service key; ttlSeconds and reference only when given."""
+    body = {"count": count}
+    if ttl_seconds is not None:
+        body["ttlSeconds"] = ttl_seconds
+    if reference is not None:
+        body["reference"] = reference
+    return api.post(f"/api/clients/{client_id}/holds", json=body, key="service", headers=headers)
+
+
+def held(api, count=1, client_id="acme", **kwargs):
+    """A hold placed (201): its answer."""
+    return succeeded(hold(api, count, client_id, **kwargs), 201)
+
+
+def resolve(api, hold_id, action, count=None, client_id="acme", headers=None):
+    """POST .../holds/<id>/capture (with count when given) or .../release."""
+    body = {"count": count} if count is not None else {}
+    return api.post(f"/api/clients/{client_id}/holds/{hold_id}/{action}", json=body, key="service", headers=headers)
+
+
+def refund(api, count, month=None, client_id="acme", idempotency_key="refund-1", reason=None):
+    """POST /api/clients/<id>/usage/refunds with the service key (and an Idempotency-Key unless None)."""
+    body = {"count": count}
+    if month is not None:
+        body["month"] = month
+    if reason is not None:
+        body["reason"] = reason
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
+    return api.post(f"/api/clients/{client_id}/usage/refunds", json=body, key="service", headers=headers)
+
+
+def usage_months(api, client_id="acme", query=""):
+    """The usage history's months (GET /api/admin/clients/<id>/usage)."""
+    return succeeded(api.get(f"/api/admin/clients/{client_id}/usage{query}", key="read"))["items"]

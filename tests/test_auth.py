@@ -1,6 +1,7 @@
 """Bearer keys, roles, the keys CLI, key storage and per-principal rate limits."""
 
 import hashlib
+import itertools
 import logging
 import re
 
@@ -32,6 +33,13 @@ OPERATIONS = {
     ("get", "/api/admin/audit-log/export"): ("/api/admin/audit-log/export", None, "read"),
     ("post", "/api/clients/{client_id}/usage"): ("/api/clients/acme/usage", {"count": 1}, "service"),
     ("get", "/api/clients/{client_id}/quota-status"): ("/api/clients/acme/quota-status", None, "read"),
+    ("post", "/api/clients/{client_id}/holds"): ("/api/clients/acme/holds", {"count": 1}, "service"),
+    ("get", "/api/clients/{client_id}/holds"): ("/api/clients/acme/holds", None, "read"),
+    ("get", "/api/clients/{client_id}/holds/{hold_id}"): ("/api/clients/acme/holds/1", None, "read"),
+    ("post", "/api/clients/{client_id}/holds/{hold_id}/capture"): ("/api/clients/acme/holds/1/capture", {}, "service"),
+    ("post", "/api/clients/{client_id}/holds/{hold_id}/release"): ("/api/clients/acme/holds/1/release", {}, "service"),
+    ("post", "/api/clients/{client_id}/usage/refunds"): ("/api/clients/acme/usage/refunds", {"count": 1}, "service"),
+    ("get", "/api/admin/clients/{client_id}/refunds"): ("/api/admin/clients/acme/refunds", None, "read"),
 }
 # The operations anyone may call: probes and metrics, without a key.
 UNGUARDED = {("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics")}
@@ -42,17 +50,32 @@ ROUTE_IDS = [f"{method} {path}" for method, path, _, _ in ROUTES]
 ADMIN_ROUTES = [route for route in ROUTES if route[1].startswith("/api/admin/")]
 ADMIN_WRITE_ROUTES = [route for route in ADMIN_ROUTES if route[3] == "write"]
 ADMIN_READ_ROUTES = [route for route in ADMIN_ROUTES if route[3] == "read"]
-SUCCESS = {"POST /api/admin/clients": 201, "DELETE /api/admin/clients/acme": 204}
+SUCCESS = {"POST /api/admin/clients": 201, "DELETE /api/admin/clients/acme": 204, "POST /api/clients/acme/holds": 201}
 # What every refusal must leave as it was, read with the write key.
 STATE = ["/api/admin/clients", "/api/admin/clients/acme/quota", "/api/admin/clients/acme/audit-log",
          "/api/admin/clients/acme/grants", "/api/admin/clients/acme/usage", "/api/admin/audit-log",
          "/api/clients/acme/quota-status"]
 
 
+@pytest.fixture
+def acme(api):
+    """The client the matrix works on, with a generation consumed (for the refund) and hold 1 open."""
+    client = api.create_client("acme", "Acme Corp")
+    succeeded(api.post("/api/clients/acme/usage", json={"count": 1}, key="service"))
+    assert succeeded(api.post("/api/clients/acme/holds", json={"count": 1}, key="service"), 201)["holdId"] == 1
+    return client
+
+
 def call(api, route, key, headers=None):
+    """The route's request; a POST with an Idempotency-Key of its own (a refund needs one)."""
     method, path, body, _ = route
     kwargs = {"json": body} if body is not None else {}
+    if method == "POST":
+        headers = {**(headers or {}), "Idempotency-Key": f"matrix-{next(_keys)}"}
     return api.request(method, path, key=key, headers=headers, **kwargs)
+
+
+_keys = itertools.count()
 
 
 def state(api):
@@ -130,8 +153,8 @@ BAD_KEYS = {"missing": _missing, "unknown": _unknown, "malformed": _malformed,
 
 @pytest.mark.parametrize("kind", BAD_KEYS)
 def test_bad_key_is_401_with_bearer_challenge_on_every_route(api, app, runner, clock, acme, kind):
-    before = state(api)
     keys, headers = BAD_KEYS[kind](app, runner, clock)
+    before = state(api)  # after the clock moved for the expired keys: holds may have lapsed with it
     wrong = {}
     for route in ROUTES:
         response = call(api, route, keys[route[3]], headers)
@@ -215,7 +238,7 @@ def test_admin_keys_may_not_consume_usage(api, acme, role):
     before = state(api)
     assert_error(api.post("/api/clients/acme/usage", json={"count": 1}, key=role), 403)
     assert state(api) == before
-    assert api.get("/api/clients/acme/quota-status", key="service").get_json()["generationsUsed"] == 0
+    assert api.get("/api/clients/acme/quota-status", key="service").get_json()["generationsUsed"] == 1  # acme's own
 
 
 @pytest.mark.parametrize("role", ["service", "read", "write"])
@@ -462,7 +485,7 @@ class TestRateLimitsOff:
                              api.get("/api/clients/acme/quota-status", key="service")):
                 assert response.status_code == 200, response.get_json()
                 assert not {"Retry-After", "X-RateLimit-Limit"} & set(response.headers.keys())
-        assert succeeded(api.get("/api/clients/acme/quota-status", key="read"))["generationsUsed"] == 3
+        assert succeeded(api.get("/api/clients/acme/quota-status", key="read"))["generationsUsed"] == 1 + 3  # acme's own, then these
 
 
 class TestRateLimitStorageDown:

@@ -149,6 +149,9 @@ def test_valid_values_are_parsed(environment):
         "METRICS_TOKEN": "t" * 20,
         "TRUSTED_PROXY_HOPS": "1",
         "AUTH_FAILURE_LOG_SECONDS": "10",
+        "HOLDS_MAX_OPEN": "20",
+        "HOLD_SWEEP_INTERVAL_SECONDS": "0",
+        "HOLD_SWEEP_BATCH": "50",
     }
     for name, value in values.items():
         environment.setenv(name, value)
@@ -178,6 +181,9 @@ def test_valid_values_are_parsed(environment):
         "METRICS_TOKEN": "t" * 20,
         "TRUSTED_PROXY_HOPS": 1,
         "AUTH_FAILURE_LOG_SECONDS": 10,
+        "HOLDS_MAX_OPEN": 20,
+        "HOLD_SWEEP_INTERVAL_SECONDS": 0,
+        "HOLD_SWEEP_BATCH": 50,
     }
 
 

@@ -13,7 +13,7 @@ from credits_service import create_app
 from credits_service.extensions import db
 
 TABLES = {"api_keys", "clients", "quota_limits", "usage_records", "credit_audit_log", "audit_heads",
-          "idempotency_keys", "credit_grants", "audit_actions"}
+          "idempotency_keys", "credit_grants", "audit_actions", "holds", "refunds"}
 
 
 def schema_diff(app):
@@ -167,7 +167,9 @@ def test_data_from_before_the_grant_ledger_keeps_working(fresh_app, clock):
                         headers=headers)
     assert (month.status_code, month.get_json()["newLimit"]) == (200, 155)
     history = client.get("/api/admin/clients/acme/usage", headers=headers).get_json()
-    assert history["items"] == [{"month": "2026-11", "generationCount": 120, "grantedThisMonth": 5}]
+    # Usage from before the counters is counted as consumed.
+    assert history["items"] == [{"month": "2026-11", "generationCount": 120, "grantedThisMonth": 5,
+                                 "consumedCount": 120, "capturedCount": 0, "refundedCount": 0}]
 
 
 def test_down_to_0001_and_up_again_keeps_data_and_the_append_only_guard(fresh_app):

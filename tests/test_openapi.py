@@ -24,6 +24,13 @@ ROLES = {
     ("get", "/api/admin/audit-log/export"): ["read"],
     ("post", "/api/clients/{client_id}/usage"): ["service"],
     ("get", "/api/clients/{client_id}/quota-status"): ["service", "read"],
+    ("post", "/api/clients/{client_id}/holds"): ["service"],
+    ("get", "/api/clients/{client_id}/holds"): ["service", "read"],
+    ("get", "/api/clients/{client_id}/holds/{hold_id}"): ["service", "read"],
+    ("post", "/api/clients/{client_id}/holds/{hold_id}/capture"): ["service"],
+    ("post", "/api/clients/{client_id}/holds/{hold_id}/release"): ["service"],
+    ("post", "/api/clients/{client_id}/usage/refunds"): ["service"],
+    ("get", "/api/admin/clients/{client_id}/refunds"): ["read"],
 }
 EVERY_ROUTE = {"401", "403", "429", "503"}
 JSON_BODY = {"400", "413", "415"}
@@ -42,6 +49,13 @@ STATUSES = {
     ("get", "/api/admin/audit-log/export"): {"200", "400"},
     ("post", "/api/clients/{client_id}/usage"): {"200", "402", "404", "409", "422"} | JSON_BODY,
     ("get", "/api/clients/{client_id}/quota-status"): {"200", "404"},
+    ("post", "/api/clients/{client_id}/holds"): {"201", "402", "404", "409", "422"} | JSON_BODY,
+    ("get", "/api/clients/{client_id}/holds"): {"200", "400", "404"},
+    ("get", "/api/clients/{client_id}/holds/{hold_id}"): {"200", "404"},
+    ("post", "/api/clients/{client_id}/holds/{hold_id}/capture"): {"200", "404", "409", "422"} | JSON_BODY,
+    ("post", "/api/clients/{client_id}/holds/{hold_id}/release"): {"200", "404", "409", "422"} | JSON_BODY,
+    ("post", "/api/clients/{client_id}/usage/refunds"): {"200", "404", "409", "422"} | JSON_BODY,
+    ("get", "/api/admin/clients/{client_id}/refunds"): {"200", "400", "404"},
 }
 
 
@@ -60,7 +74,7 @@ def test_the_document_is_valid_openapi_3(spec):
 
 def test_every_api_route_is_documented(app, spec):
     served = {
-        (method.lower(), re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule))
+        (method.lower(), re.sub(r"<(?:\w+(?:\([^)]*\))?:)?(\w+)>", r"{\1}", rule.rule))
         for rule in app.url_map.iter_rules()
         if rule.rule.startswith("/api/")
         for method in rule.methods - {"HEAD", "OPTIONS"}
@@ -168,6 +182,8 @@ def test_the_generated_python_client_types_every_request_body(spec, tmp_path):
     assert set(bodies) == {
         "post_api_admin_clients", "put_api_admin_clients_client_id_quota",
         "post_api_admin_clients_client_id_credits", "post_api_clients_client_id_usage",
+        "post_api_clients_client_id_holds", "post_api_clients_client_id_holds_hold_id_capture",
+        "post_api_clients_client_id_holds_hold_id_release", "post_api_clients_client_id_usage_refunds",
     }
     untyped = {name: types for name, types in bodies.items() if any(re.search(r"\bAny\b", t) for t in types)}
     assert untyped == {}

@@ -59,12 +59,12 @@ def test_overview_shape_for_a_new_client(api, clock):
     )
     assert instant(stored["updatedAt"]) == datetime.fromisoformat("2026-11-25T12:00:00+00:00")
     assert set(usage) == {
-        "month", "generationCount", "limit", "baseLimit", "grantedThisMonth", "remaining", "isUnlimited",
+        "month", "generationCount", "limit", "baseLimit", "grantedThisMonth", "held", "remaining", "isUnlimited",
         "resetDate",
     }
     assert (usage["month"], usage["generationCount"], usage["limit"], usage["baseLimit"],
-            usage["grantedThisMonth"], usage["remaining"], usage["isUnlimited"]) == (
-        "2026-11", 0, 100, 100, 0, 100, False,
+            usage["grantedThisMonth"], usage["held"], usage["remaining"], usage["isUnlimited"]) == (
+        "2026-11", 0, 100, 100, 0, 0, 100, False,
     )
     assert instant(usage["resetDate"]) == datetime.fromisoformat("2026-12-01T00:00:00+00:00")
     assert body["auditLog"] == []

@@ -16,9 +16,9 @@ USAGE = "/api/clients/acme/usage"
 STATUS = "/api/clients/acme/quota-status"
 
 USAGE_FIELDS = {"month", "generationCount", "limit", "remaining"}
-REFUSAL_FIELDS = {"error", "month", "generationCount", "limit", "remaining"}
+REFUSAL_FIELDS = {"error", "month", "generationCount", "limit", "remaining", "generationsHeld"}
 STATUS_FIELDS = {
-    "plan", "month", "generationsUsed", "generationsLimit", "generationsRemaining", "baseLimit",
+    "plan", "month", "generationsUsed", "generationsHeld", "generationsLimit", "generationsRemaining", "baseLimit",
     "grantedThisMonth", "usagePercent", "isUnlimited", "isAtLimit", "isNearLimit", "resetDate",
 }
 
@@ -217,7 +217,7 @@ def test_quota_status_of_a_fresh_client(api, role):
     assert set(body) == STATUS_FIELDS
     assert instant(body.pop("resetDate")) == RESET_DATE
     assert body == {
-        "plan": "free", "month": MONTH, "generationsUsed": 0, "generationsLimit": FREE_LIMIT,
+        "plan": "free", "month": MONTH, "generationsUsed": 0, "generationsHeld": 0, "generationsLimit": FREE_LIMIT,
         "generationsRemaining": FREE_LIMIT, "baseLimit": FREE_LIMIT, "grantedThisMonth": 0,
         "usagePercent": 0, "isUnlimited": False,
         "isAtLimit": False, "isNearLimit": False,
@@ -247,7 +247,7 @@ def test_quota_status_of_an_unlimited_client(api):
     assert instant(body.pop("resetDate")) == RESET_DATE
     assert body.pop("usagePercent") in (0, None)
     assert body == {
-        "plan": "enterprise", "month": MONTH, "generationsUsed": 5_000, "generationsLimit": -1,
+        "plan": "enterprise", "month": MONTH, "generationsUsed": 5_000, "generationsHeld": 0, "generationsLimit": -1,
         "generationsRemaining": None, "baseLimit": -1, "grantedThisMonth": 0, "isUnlimited": True,
         "isAtLimit": False, "isNearLimit": False,
     }

@@ -79,15 +79,17 @@ def actor() -> str:
 
 def init_app(app: Flask) -> None:
     """Every resource's blueprint, the OpenAPI document at /openapi.json and Swagger UI at /docs."""
-    from . import audit, clients, credits, grants, health, quotas, usage, usage_history
+    from . import audit, clients, credits, grants, health, holds, quotas, refunds, usage, usage_history
 
     app.url_map.converters["client_id"] = ClientIdConverter
     api = CreditsApi(app)
     api.register_converter(ClientIdConverter, ClientIdConverter.openapi_schema)
     for admin_resource in (clients, quotas, credits, audit, grants, usage_history):
         api.register_blueprint(admin_resource.blp, url_prefix="/api/admin/clients")
+    api.register_blueprint(refunds.admin_blp, url_prefix="/api/admin/clients")
     api.register_blueprint(audit.search_blp, url_prefix="/api/admin/audit-log")
-    api.register_blueprint(usage.blp, url_prefix="/api/clients")
+    for platform_resource in (usage, holds, refunds):
+        api.register_blueprint(platform_resource.blp, url_prefix="/api/clients")
     api.register_blueprint(health.blp)
     app.register_blueprint(
         get_swaggerui_blueprint("/docs", "/openapi.json", config={"app_name": "credits-service", "validatorUrl": None})

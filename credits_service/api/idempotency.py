@@ -17,8 +17,10 @@ KEY_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$"
 VALID_KEY = re.compile(KEY_PATTERN)
 
 
-def idempotent(schema):
-    """Let a view be retried safely: the view gets `idempotency` (a claim, or None without the header).
+def idempotent(schema, status: int = 200, required: bool = False, conflict: tuple | None = None):
+    """Let a view be retried safely: the view gets `idempotency` (a claim, or None without the header;
+    required documents the header as the service's rule for that route requires it; conflict,
+    (schema, description), documents the route's own 409 beside the key's).
 
     A repeat of the same request answers what the first got, with Idempotent-Replayed: true.
     """
@@ -28,13 +30,17 @@ def idempotent(schema):
             {
                 "in": "header",
                 "name": HEADER,
-                "required": False,
-                "description": "Makes a retry safe: the same key and body within 24 hours replays the first answer.",
+                "required": required,
+                "description": "Makes a retry safe: the same key and body within 24 hours replays the first answer."
+                               + (" Required here: without it, a retry could do this twice." if required else ""),
                 "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": KEY_PATTERN},
             }
         ],
         responses={
-            "409": "CONFLICT",
+            "409": "CONFLICT" if conflict is None else {
+                "description": f"{conflict[1]} Or: the Idempotency-Key's first request is still running.",
+                "content": {"application/json": {"schema": conflict[0]}},
+            },
             "422": "UNPROCESSABLE_ENTITY",
         },
     )
@@ -52,7 +58,7 @@ def idempotent(schema):
                 )
             keys = services.idempotency_keys()
             outcome = keys.claim(
-                auth.current_user().name, key, fingerprint(request.method, request.path, payload), render
+                auth.current_user().name, key, fingerprint(request.method, request.path, payload), render, status
             )
             if isinstance(outcome, StoredResponse):
                 metrics.idempotent_replayed()

@@ -1,4 +1,4 @@
-"""`flask keys|audit|idempotency|db ...`: commands built from services/, never from the HTTP layer."""
+"""`flask keys|audit|idempotency|holds|db ...`: commands built from services/, never from the HTTP layer."""
 
 from flask import Flask
 
@@ -6,8 +6,9 @@ from flask import Flask
 def init_app(app: Flask) -> None:
     from .audit import audit_cli
     from .db import MigrationsGroup
+    from .holds import holds_cli
     from .idempotency import idempotency_cli
     from .keys import keys_cli
 
-    for group in (keys_cli, audit_cli, idempotency_cli, MigrationsGroup(app)):
+    for group in (keys_cli, audit_cli, idempotency_cli, holds_cli, MigrationsGroup(app)):
         app.cli.add_command(group)

@@ -50,7 +50,8 @@ class UsageSchema(Schema):
     granted_this_month = fields.Integer(
         data_key="grantedThisMonth", metadata={"description": "This month's live month-grants."}
     )
-    remaining = fields.Integer(allow_none=True)
+    held = fields.Integer(metadata={"description": "What this month's open holds reserve: counted as used."})
+    remaining = fields.Integer(allow_none=True, metadata={"description": "limit - generationCount - held."})
     is_unlimited = fields.Boolean(data_key="isUnlimited")
     reset_date = Instant(data_key="resetDate")
 

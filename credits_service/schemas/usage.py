@@ -14,20 +14,23 @@ class UsageResultSchema(Schema):
     month = fields.String()
     generation_count = fields.Integer(data_key="generationCount")
     limit = fields.Integer()
-    remaining = fields.Integer(allow_none=True)
+    remaining = fields.Integer(allow_none=True, metadata={"description": "Left once used and held are counted."})
 
 
 class QuotaExceededSchema(ErrorSchema):
     month = fields.String()
     generation_count = fields.Integer(data_key="generationCount")
     limit = fields.Integer()
-    remaining = fields.Integer(allow_none=True)
+    remaining = fields.Integer(allow_none=True, metadata={"description": "Left once used and held are counted."})
+    generations_held = fields.Integer(data_key="generationsHeld", metadata={"description": "What open holds reserve."})
 
 
 class QuotaStatusSchema(Schema):
     plan = fields.String()
     month = fields.String()
     generations_used = fields.Integer(data_key="generationsUsed")
+    generations_held = fields.Integer(data_key="generationsHeld",
+                                      metadata={"description": "What open holds reserve; counted as used below."})
     generations_limit = fields.Integer(data_key="generationsLimit")
     generations_remaining = fields.Integer(data_key="generationsRemaining", allow_none=True)
     base_limit = fields.Integer(data_key="baseLimit")
@@ -46,8 +49,12 @@ class UsageHistoryQuerySchema(StrictSchema):
 
 class UsageMonthSchema(Schema):
     month = fields.String()
-    generation_count = fields.Integer(data_key="generationCount")
+    generation_count = fields.Integer(data_key="generationCount",
+                                      metadata={"description": "consumedCount + capturedCount - refundedCount."})
     granted_this_month = fields.Integer(data_key="grantedThisMonth")
+    consumed_count = fields.Integer(data_key="consumedCount", metadata={"description": "Consumed directly."})
+    captured_count = fields.Integer(data_key="capturedCount", metadata={"description": "Captured from holds."})
+    refunded_count = fields.Integer(data_key="refundedCount", metadata={"description": "Given back by refunds."})
 
 
 class UsageHistorySchema(Schema):

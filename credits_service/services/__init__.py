@@ -19,8 +19,10 @@ from .api_keys import ApiKeys
 from .clients import ClientsService
 from .consumption import ConsumptionService
 from .grants import GrantsService
+from .holds import HoldsService
 from .idempotency import IdempotencyKeys
 from .quotas import QuotasService
+from .refunds import RefundsService
 
 log = logging.getLogger("credits_service.idempotency")
 
@@ -47,6 +49,14 @@ def consumption() -> ConsumptionService:
 
 def grants() -> GrantsService:
     return GrantsService(db.session(), _clock(), audit_trail())
+
+
+def holds() -> HoldsService:
+    return HoldsService(db.session(), _clock(), current_app.config["HOLDS_MAX_OPEN"])
+
+
+def refunds() -> RefundsService:
+    return RefundsService(db.session(), _clock())
 
 
 def audit_log() -> AuditLogReader:

@@ -2,7 +2,8 @@
 
 The check against the effective limit and the increment are one upsert statement, so two
 consumptions can never both pass a check that only one of them fits; it runs under the
-client's quota row lock, so it sees every grant, reset and limit change committed before it.
+client's quota row lock, so it sees every grant, hold, reset and limit change committed before
+it. What open holds reserve counts as used (services/month_usage.py).
 """
 
 import functools
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, literal, or_, select
+from sqlalchemy import and_, bindparam, literal, or_, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -28,6 +29,7 @@ from ..transactions import (
     write_transaction,
 )
 from .idempotency import IdempotencyClaim
+from .month_usage import exact_held, usage_row
 from .quotas import find_quota, quota_with_month
 from .results import HistoryMonth, MonthUsage, QuotaStatus, ResetResult, UsageHistory
 
@@ -41,13 +43,17 @@ _LOCK_LIMIT = (select(_quotas.c.monthly_generation_limit)
                .where(_quotas.c.client_id == bindparam("client_id")).with_for_update())
 
 
-def _count_within(limit, count, now) -> dict[str, Any]:
+def _count_within(limit, count, now, *, nothing_held: bool = False) -> dict[str, Any]:
     """ON CONFLICT DO UPDATE for both consumption statements: add count to the month's row only
-    while it stays within limit (the stored one) plus the row's month-grants."""
+    while it and what holds reserve stay within limit (the stored one) plus the row's
+    month-grants. nothing_held: only a month where nothing is held (the one-statement form,
+    whose row may still count a lapsed hold: the transaction path makes `held` exact first)."""
+    fits = or_(limit == UNLIMITED, _usage.c.generation_count + _usage.c.held + count <= limit + _usage.c.granted)
     return {
         "index_elements": [_usage.c.client_id, _usage.c.month],
-        "set_": {"generation_count": _usage.c.generation_count + count, "updated_at": now},
-        "where": or_(limit == UNLIMITED, _usage.c.generation_count + count <= limit + _usage.c.granted),
+        "set_": {"generation_count": _usage.c.generation_count + count, "consumed": _usage.c.consumed + count,
+                 "updated_at": now},
+        "where": and_(fits, _usage.c.held == 0) if nothing_held else fits,
     }
 
 
@@ -57,11 +63,12 @@ def _consume_statement(dialect: str):
     count = bindparam("count", type_=_usage.c.generation_count.type)
     limit = bindparam("limit", type_=_quotas.c.monthly_generation_limit.type)
     now = bindparam("now", type_=_usage.c.updated_at.type)
+    first_count = bindparam("first_count", type_=_usage.c.generation_count.type)
     return upsert_for(dialect)(_usage).values(
-        client_id=bindparam("client_id"), month=bindparam("month"),
-        generation_count=bindparam("first_count", type_=_usage.c.generation_count.type), granted=0,
-        created_at=now, updated_at=now,
-    ).on_conflict_do_update(**_count_within(limit, count, now)).returning(_usage.c.generation_count, _usage.c.granted)
+        client_id=bindparam("client_id"), month=bindparam("month"), generation_count=first_count,
+        consumed=first_count, granted=0, created_at=now, updated_at=now,
+    ).on_conflict_do_update(**_count_within(limit, count, now)).returning(
+        _usage.c.generation_count, _usage.c.granted, _usage.c.held)
 
 
 def _consume_at_once_statement():
@@ -73,8 +80,9 @@ def _consume_at_once_statement():
     CONFLICT DO UPDATE checks its WHERE against the newest version of the usage row, so the
     check sees every grant, reset and consumption committed before it. A new month's row is
     inserted only when the count fits the stored limit alone (or a row exists): nothing is
-    written for a refusal. No row back means refused, or no such client, or a row that
-    appeared meanwhile: the caller then asks again in a transaction.
+    written for a refusal, and a month without a row has no holds (a hold makes its row). A
+    month with anything held is left to the transaction. No row back means refused, or no such
+    client, or a row that appeared meanwhile: the caller then asks again in a transaction.
     """
     count = bindparam("count", type_=_usage.c.generation_count.type)
     now = bindparam("now", type_=_usage.c.updated_at.type)
@@ -86,23 +94,19 @@ def _consume_at_once_statement():
     existing = _usage.alias("existing")
     month_row_exists = select(existing.c.client_id).where(existing.c.client_id == client_id,
                                                           existing.c.month == month).exists()
-    new_row = (select(client_id, month, count, literal(0), now, now).select_from(locked)
+    new_row = (select(client_id, month, count, count, literal(0), now, now).select_from(locked)
                .where(or_(locked.c.stored_limit == UNLIMITED, count <= locked.c.stored_limit, month_row_exists)))
     return (
         postgresql.insert(_usage)
-        .from_select(["client_id", "month", "generation_count", "granted", "created_at", "updated_at"], new_row)
-        .on_conflict_do_update(**_count_within(stored_limit, count, now))
+        .from_select(["client_id", "month", "generation_count", "consumed", "granted", "created_at", "updated_at"],
+                     new_row)
+        .on_conflict_do_update(**_count_within(stored_limit, count, now, nothing_held=True))
         .returning(_usage.c.generation_count, _usage.c.granted, stored_limit.label("stored_limit"))
         .add_cte(locked)
     )
 
 
 CONSUME_AT_ONCE = _consume_at_once_statement()
-
-
-def usage_row(session: Session, client_id: str, month: str) -> UsageRecord | None:
-    """A client's usage row of one month (generations counted, live month-grants), if it has one."""
-    return session.scalar(select(UsageRecord).where(UsageRecord.client_id == client_id, UsageRecord.month == month))
 
 
 class ConsumptionService:
@@ -131,6 +135,10 @@ class ConsumptionService:
                 stored_limit = connection.execute(_LOCK_LIMIT, {"client_id": client_id}).scalar()
                 if stored_limit is None:
                     raise NotFound.client(client_id)
+                row = usage_row(self.session, client_id, month)
+                if row is not None:
+                    exact_held(self.session, row, now)
+                    self.session.flush()
                 # A row still to be inserted has no month-grants (a month grant makes its month's
                 # row), so its limit is the stored one: a count above it inserts 0, which counts
                 # as refused, and the refusal's rollback takes the row away again.
@@ -141,7 +149,7 @@ class ConsumptionService:
                 }).first()
                 if not (row and row.generation_count):
                     raise self._refusal(client_id, month, count, stored_limit, now)
-                usage = MonthUsage.of(stored_limit, row.generation_count, row.granted, now)
+                usage = MonthUsage.of(stored_limit, row.generation_count, row.granted, row.held, now)
                 if idempotency:
                     idempotency.complete(self.session, usage)
         except QuotaExceeded:
@@ -159,25 +167,29 @@ class ConsumptionService:
                                                        "now": now}).first()
         if row is None:
             return None
-        return MonthUsage.of(row.stored_limit, row.generation_count, row.granted, now)
+        return MonthUsage.of(row.stored_limit, row.generation_count, row.granted, 0, now)
 
     def _refusal(self, client_id: str, month: str, count: int, stored_limit: int, now: datetime) -> QuotaExceeded:
         row = usage_row(self.session, client_id, month)
-        refused = MonthUsage.of(stored_limit, row.generation_count if row else 0, row.granted if row else 0, now)
+        refused = MonthUsage.of(stored_limit, row.generation_count if row else 0, row.granted if row else 0,
+                                row.held if row else 0, now)
+        held = f" and {refused.held} held" if refused.held else ""
         return QuotaExceeded(
             f"Not enough credits: {count} requested, {refused.remaining} left of the monthly generation "
-            f"limit of {refused.limit} ({refused.generation_count} used in {month}). The count resets at "
+            f"limit of {refused.limit} ({refused.generation_count} used{held} in {month}). The count resets at "
             f"{iso_utc(refused.reset_date)}.",
             month=month, generationCount=refused.generation_count, limit=refused.limit, remaining=refused.remaining,
+            generationsHeld=refused.held,
         )
 
     def quota_status(self, client_id: str) -> QuotaStatus:
         """One statement, seeing the latest commit."""
         now = self.clock()
         with read_connection(self.session) as connection:
-            row = quota_with_month(connection, client_id, month_of(now))
-        usage = MonthUsage.of(row.monthly_generation_limit, row.generation_count, row.granted, now)
-        used, limit, unlimited = usage.generation_count, usage.limit, usage.is_unlimited
+            row = quota_with_month(connection, client_id, now)
+        usage = MonthUsage.of(row.monthly_generation_limit, row.generation_count, row.granted, row.held, now)
+        # Held credits count as used in every figure: they are not there to be consumed.
+        used, limit, unlimited = usage.generation_count + usage.held, usage.limit, usage.is_unlimited
         if unlimited:
             percent = 0.0
         elif limit == 0:
@@ -185,7 +197,8 @@ class ConsumptionService:
         else:
             percent = round(used * 100 / limit, 2)
         return QuotaStatus(
-            plan=row.plan, month=usage.month, generations_used=used, generations_limit=limit,
+            plan=row.plan, month=usage.month, generations_used=usage.generation_count,
+            generations_held=usage.held, generations_limit=limit,
             generations_remaining=usage.remaining, base_limit=usage.base_limit,
             granted_this_month=usage.granted_this_month, usage_percent=percent, is_unlimited=unlimited,
             is_at_limit=not unlimited and used >= limit,
@@ -203,13 +216,15 @@ class ConsumptionService:
             row = usage_row(self.session, client_id, month)
             previous = row.generation_count if row else 0
             if row is not None:
-                row.generation_count = 0
+                # The month's count starts over, and with it where the count comes from.
+                row.generation_count = row.consumed = row.captured = row.refunded = 0
                 row.updated_at = now
             self.audit.append(client_id, actor, "usage_reset",
                               {"previousUsage": previous, "month": month, "reason": reason},
                               str(previous), "0", now)
             limit = effective_limit(quota.monthly_generation_limit, row.granted if row else 0)
-            result = ResetResult(previous, limit, remaining(limit, 0))
+            held = exact_held(self.session, row, now) if row is not None else 0
+            result = ResetResult(previous, limit, remaining(limit, held))
             if idempotency:
                 idempotency.complete(self.session, result)
         log_admin_action(actor, "usage_reset", client_id)
@@ -233,7 +248,8 @@ class ConsumptionService:
             )
         find_quota(self.session, client_id)
         rows = self.session.execute(
-            select(UsageRecord.month, UsageRecord.generation_count, UsageRecord.granted)
+            select(UsageRecord.month, UsageRecord.generation_count, UsageRecord.granted, UsageRecord.consumed,
+                   UsageRecord.captured, UsageRecord.refunded)
             .where(UsageRecord.client_id == client_id, UsageRecord.month.between(from_month, to_month))
             .order_by(UsageRecord.month)
         ).all()

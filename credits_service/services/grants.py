@@ -21,7 +21,7 @@ from ..models import CreditGrant, UsageRecord
 from ..months import iso_utc, month_of, month_start, next_month_start
 from ..plans import MAX_LIMIT, UNLIMITED, effective_limit, remaining
 from ..transactions import upsert_for, write_transaction
-from .consumption import usage_row
+from .month_usage import exact_held, usage_row
 from .idempotency import IdempotencyClaim
 from .paging import page_of
 from .quotas import find_quota
@@ -78,6 +78,7 @@ class GrantsService:
                 )
             row = usage_row(self.session, client_id, month)
             used, granted = (row.generation_count, row.granted) if row else (0, 0)
+            held = exact_held(self.session, row, now) if row else 0
             previous = effective_limit(quota.monthly_generation_limit, granted)
             new_limit = previous + amount
             if new_limit > MAX_LIMIT:
@@ -101,7 +102,7 @@ class GrantsService:
                 details["month"] = grant_month
             self.audit.append(client_id, actor, "credit_grant", details, str(previous), str(new_limit), now)
             result = GrantResult(grant.id, scope, grant_month, _expiry(grant_month), used, previous,
-                                 new_limit, remaining(new_limit, used))
+                                 new_limit, remaining(new_limit, used + held))
             if idempotency:
                 idempotency.complete(self.session, result)
         metrics.credits_granted(amount)
@@ -125,6 +126,7 @@ class GrantsService:
             stored = quota.monthly_generation_limit
             row = usage_row(self.session, client_id, month)
             used, granted = (row.generation_count, row.granted) if row else (0, 0)
+            held = exact_held(self.session, row, now) if row else 0
             previous = effective_limit(stored, granted)
             if grant.scope == "permanent":
                 if stored == UNLIMITED:
@@ -156,7 +158,7 @@ class GrantsService:
             if grant.month:
                 details["month"] = grant.month
             self.audit.append(client_id, actor, "credit_void", details, str(previous), str(new_limit), now)
-            result = VoidResult(grant.id, grant.scope, used, previous, new_limit, remaining(new_limit, used))
+            result = VoidResult(grant.id, grant.scope, used, previous, new_limit, remaining(new_limit, used + held))
             if idempotency:
                 idempotency.complete(self.session, result)
         log_admin_action(actor, "credit_void", client_id)

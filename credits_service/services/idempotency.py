@@ -80,7 +80,7 @@ class IdempotencyKeys:
         self.max_stored = max_stored
 
     def claim(self, principal: str, key: str, request_fingerprint: str,
-              render: Callable[[Any], dict[str, Any]]) -> IdempotencyClaim | StoredResponse:
+              render: Callable[[Any], dict[str, Any]], status: int = 200) -> IdempotencyClaim | StoredResponse:
         """Claim the key for this request, or return the answer a first request got."""
         now = self.clock()
         with write_transaction(self.session):
@@ -105,7 +105,7 @@ class IdempotencyKeys:
                         f"{self.ttl.total_seconds() / 3600:g} hours, the most one key may keep. Send requests "
                         "without a new Idempotency-Key, or wait for the oldest answers to expire."
                     )
-                return IdempotencyClaim(created, now, render)
+                return IdempotencyClaim(created, now, render, status)
             record = self.session.scalar(
                 select(IdempotencyRecord)
                 .where(IdempotencyRecord.principal == principal, IdempotencyRecord.key == key)
@@ -125,7 +125,7 @@ class IdempotencyKeys:
                     "retry in a moment to get its answer."
                 )
             record.locked_at = now
-            return IdempotencyClaim(record.id, now, render)
+            return IdempotencyClaim(record.id, now, render, status)
 
     def finish(self, claim: IdempotencyClaim, status: int, body: dict[str, Any]) -> None:
         """Store a refusal (4xx) as the answer: the request changed nothing, so it stands alone."""

@@ -16,10 +16,11 @@ from ..audit.reader import AuditFilter, newest_first
 from ..audit.trail import AuditTrail
 from ..errors import NotFound
 from ..logs import log_admin_action
-from ..models import QuotaLimit, UsageRecord
+from ..models import Hold, QuotaLimit, UsageRecord
 from ..months import month_of
 from ..plans import PLAN_LIMITS
 from ..transactions import read_connection, write_transaction
+from .month_usage import held_by_open_holds
 from .results import MonthUsage, QuotaOverview, QuotaSettings
 
 RECENT_AUDIT_ENTRIES = 10
@@ -27,10 +28,14 @@ RECENT_AUDIT_ENTRIES = 10
 _quotas, _usage = QuotaLimit.__table__, UsageRecord.__table__
 # The quota joined with one month's usage row, in one statement; the quota read and quota-status
 # run it, so it is built once (Core: no entity loading).
+# Holds count to the millisecond (those open at `now`), whether or not the sweep has marked the
+# lapsed ones in storage.
 QUOTA_WITH_MONTH = (
     select(_quotas.c.client_id, _quotas.c.plan, _quotas.c.monthly_generation_limit, _quotas.c.storage_quota_mb,
            _quotas.c.updated_at, func.coalesce(_usage.c.generation_count, 0).label("generation_count"),
-           func.coalesce(_usage.c.granted, 0).label("granted"))
+           func.coalesce(_usage.c.granted, 0).label("granted"),
+           held_by_open_holds(_quotas.c.client_id, bindparam("month"),
+                              bindparam("now", type_=Hold.expires_at.type)).label("held"))
     .select_from(_quotas.outerjoin(_usage, and_(_usage.c.client_id == _quotas.c.client_id,
                                                 _usage.c.month == bindparam("month"))))
     .where(_quotas.c.client_id == bindparam("client_id"))
@@ -38,9 +43,9 @@ QUOTA_WITH_MONTH = (
 _RECENT_ENTRIES = newest_first(AuditFilter(client_id=bindparam("client_id"))).limit(RECENT_AUDIT_ENTRIES)
 
 
-def quota_with_month(connection: Connection, client_id: str, month: str) -> Row:
-    """The QUOTA_WITH_MONTH row of a client (a read: no lock); NotFound for an unknown client."""
-    row = connection.execute(QUOTA_WITH_MONTH, {"client_id": client_id, "month": month}).first()
+def quota_with_month(connection: Connection, client_id: str, now: datetime) -> Row:
+    """The QUOTA_WITH_MONTH row of a client in now's month (a read: no lock); NotFound for an unknown client."""
+    row = connection.execute(QUOTA_WITH_MONTH, {"client_id": client_id, "month": month_of(now), "now": now}).first()
     if row is None:
         raise NotFound.client(client_id)
     return row
@@ -77,9 +82,9 @@ class QuotasService:
         seeing the latest commit."""
         now = self.clock()
         with read_connection(self.session) as connection:
-            row = quota_with_month(connection, client_id, month_of(now))
+            row = quota_with_month(connection, client_id, now)
             recent = [entry._mapping for entry in connection.execute(_RECENT_ENTRIES, {"client_id": client_id})]
-        usage = MonthUsage.of(row.monthly_generation_limit, row.generation_count, row.granted, now)
+        usage = MonthUsage.of(row.monthly_generation_limit, row.generation_count, row.granted, row.held, now)
         return QuotaOverview(_settings(row), usage, recent)
 
     def update_quota(self, actor: str, client_id: str, *, plan: str | None = None,

@@ -37,22 +37,24 @@ class QuotaSettings:
 
 @dataclass(frozen=True)
 class MonthUsage:
-    """This UTC month's generations against its effective limit (the stored one plus month-grants)."""
+    """This UTC month's generations against its effective limit (the stored one plus month-grants);
+    what open holds reserve counts as used."""
 
     month: str
     generation_count: int
     limit: int
     base_limit: int
     granted_this_month: int
+    held: int
     remaining: int | None
     is_unlimited: bool
     reset_date: datetime
 
     @classmethod
-    def of(cls, stored_limit: int, generation_count: int, granted: int, now: datetime) -> "MonthUsage":
+    def of(cls, stored_limit: int, generation_count: int, granted: int, held: int, now: datetime) -> "MonthUsage":
         limit = effective_limit(stored_limit, granted)
-        return cls(month_of(now), generation_count, limit, stored_limit, granted,
-                   remaining(limit, generation_count), limit == UNLIMITED, next_month_start(now))
+        return cls(month_of(now), generation_count, limit, stored_limit, granted, held,
+                   remaining(limit, generation_count + held), limit == UNLIMITED, next_month_start(now))
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class QuotaStatus:
     plan: str
     month: str
     generations_used: int
+    generations_held: int
     generations_limit: int
     generations_remaining: int | None
     base_limit: int
@@ -133,11 +136,15 @@ class LedgerGrant:
 
 @dataclass(frozen=True)
 class HistoryMonth:
-    """One month of the usage history: what was counted and granted for that month alone."""
+    """One month of the usage history: what was counted and granted for that month alone, and
+    where the count comes from (generation_count = consumed + captured - refunded)."""
 
     month: str
     generation_count: int
     granted_this_month: int
+    consumed_count: int
+    captured_count: int
+    refunded_count: int
 
 
 @dataclass(frozen=True)
@@ -145,3 +152,41 @@ class UsageHistory:
     from_month: str
     to_month: str
     items: list[HistoryMonth]
+
+
+@dataclass(frozen=True)
+class HoldState:
+    """A hold as its routes answer; after a change, with its month's figures as they stand."""
+
+    hold_id: int
+    status: str
+    count: int
+    month: str
+    reference: str | None
+    created_at: datetime
+    expires_at: datetime
+    resolved_at: datetime | None
+    captured_count: int
+    released_count: int
+    generation_count: int | None = None
+    generations_held: int | None = None
+    generations_remaining: int | None = None
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    refund_id: int
+    month: str
+    count: int
+    generation_count: int
+    generations_remaining: int | None
+
+
+@dataclass(frozen=True)
+class RefundView:
+    id: int
+    month: str
+    count: int
+    reason: str | None
+    key_name: str
+    created_at: datetime

@@ -399,3 +399,55 @@ def test_delete_racing_grants_and_consumption_never_deadlocks(caller, client_id)
     assert set(statuses) <= {200, 204, 404}, statuses
     status, _ = caller.call(0, "GET", f"/api/admin/clients/{client_id}")
     assert status == 404
+
+
+# ---- holds -----------------------------------------------------------------------------
+
+
+def set_limit(caller, client_id, limit):
+    status, body = caller.call(0, "PUT", f"/api/admin/clients/{client_id}/quota", body={"monthlyGenerationLimit": limit})
+    assert status == 200, body
+
+
+def test_parallel_holds_never_reserve_past_the_limit(caller, client_id):
+    set_limit(caller, client_id, 50)
+    results = caller.parallel([("POST", f"/api/clients/{client_id}/holds", "service", {"count": 1})] * 200)
+    assert Counter(status for status, _ in results) == {201: 50, 402: 150}
+    assert len({body["holdId"] for status, body in results if status == 201}) == 50
+    status = quota_status(caller, client_id)
+    assert (status["generationsHeld"], status["generationsUsed"], status["generationsRemaining"]) == (50, 0, 0)
+
+
+def test_a_hold_captured_and_released_at_once_resolves_once(caller, client_id):
+    holds = []
+    for _ in range(20):
+        code, body = caller.call(0, "POST", f"/api/clients/{client_id}/holds", key="service", body={"count": 3})
+        assert code == 201, body
+        holds.append(body["holdId"])
+    calls = [("POST", f"/api/clients/{client_id}/holds/{hold_id}/{action}", "service", {})
+             for hold_id in holds for action in ("capture", "release")]
+    results = caller.parallel(calls)
+    captured = 0
+    for (capture_code, capture_body), (release_code, release_body) in zip(results[::2], results[1::2]):
+        assert sorted([capture_code, release_code]) == [200, 409], (capture_body, release_body)
+        if capture_code == 200:
+            captured += 3
+            assert release_body["status"] == "captured"
+        else:
+            assert capture_body["status"] == "released"
+    status = quota_status(caller, client_id)
+    assert (status["generationsUsed"], status["generationsHeld"]) == (captured, 0)
+
+
+def test_holds_filling_the_limit_refuse_consumption_until_released(caller, client_id):
+    set_limit(caller, client_id, 10)
+    holds = [caller.call(0, "POST", f"/api/clients/{client_id}/holds", key="service", body={"count": 1})[1]["holdId"]
+             for _ in range(10)]
+    consume = ("POST", f"/api/clients/{client_id}/usage", "service", {"count": 1})
+    assert Counter(status for status, _ in caller.parallel([consume] * 20)) == {402: 20}
+    for hold_id in holds[:3]:
+        assert caller.call(0, "POST", f"/api/clients/{client_id}/holds/{hold_id}/release", key="service",
+                           body={})[0] == 200
+    assert Counter(status for status, _ in caller.parallel([consume] * 20)) == {200: 3, 402: 17}
+    status = quota_status(caller, client_id)
+    assert (status["generationsUsed"], status["generationsHeld"], status["generationsRemaining"]) == (3, 7, 0)
