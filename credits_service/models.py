@@ -23,7 +23,8 @@ from .extensions import db
 from .plans import DEFAULT_PLAN, PLANS
 
 # Rows of audit_actions: a migration adds a new action with an INSERT.
-AUDIT_ACTIONS = ("plan_change", "credit_grant", "limit_change", "usage_reset", "credit_void", "client_deleted")
+AUDIT_ACTIONS = ("plan_change", "credit_grant", "limit_change", "usage_reset", "credit_void", "client_deleted",
+                 "storage_reconcile")
 # permanent raises the stored monthly limit; month adds to one UTC month only.
 GRANT_SCOPES = ("permanent", "month")
 # expired is what an open hold past its expires_at reads as; the sweep stores it later.
@@ -81,6 +82,7 @@ class QuotaLimit(db.Model):
         CheckConstraint(_one_of("plan", PLANS), name="plan"),
         CheckConstraint("monthly_generation_limit >= -1", name="generation_limit"),
         CheckConstraint("storage_quota_mb >= -1", name="storage_quota"),
+        CheckConstraint("storage_used_bytes >= 0", name="storage_used"),
     )
 
     client_id: Mapped[str] = mapped_column(
@@ -89,6 +91,9 @@ class QuotaLimit(db.Model):
     plan: Mapped[str] = mapped_column(String(16), default=DEFAULT_PLAN)
     monthly_generation_limit: Mapped[int] = mapped_column(Integer)
     storage_quota_mb: Mapped[int] = mapped_column(Integer)
+    # What the client stores now (services/storage.py): a level, moved by the platform's deltas,
+    # kept beside its quota so that one conditional UPDATE checks and moves it.
+    storage_used_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now, onupdate=_now)
 

@@ -40,6 +40,9 @@ OPERATIONS = {
     ("post", "/api/clients/{client_id}/holds/{hold_id}/release"): ("/api/clients/acme/holds/1/release", {}, "service"),
     ("post", "/api/clients/{client_id}/usage/refunds"): ("/api/clients/acme/usage/refunds", {"count": 1}, "service"),
     ("get", "/api/admin/clients/{client_id}/refunds"): ("/api/admin/clients/acme/refunds", None, "read"),
+    ("post", "/api/clients/{client_id}/storage"): ("/api/clients/acme/storage", {"deltaBytes": 1000}, "service"),
+    ("put", "/api/admin/clients/{client_id}/storage"): (
+        "/api/admin/clients/acme/storage", {"usedBytes": 5, "reason": "inventory"}, "write"),
 }
 # The operations anyone may call: probes and metrics, without a key.
 UNGUARDED = {("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics")}

@@ -31,6 +31,8 @@ ROLES = {
     ("post", "/api/clients/{client_id}/holds/{hold_id}/release"): ["service"],
     ("post", "/api/clients/{client_id}/usage/refunds"): ["service"],
     ("get", "/api/admin/clients/{client_id}/refunds"): ["read"],
+    ("post", "/api/clients/{client_id}/storage"): ["service"],
+    ("put", "/api/admin/clients/{client_id}/storage"): ["write"],
 }
 EVERY_ROUTE = {"401", "403", "429", "503"}
 JSON_BODY = {"400", "413", "415"}
@@ -56,6 +58,8 @@ STATUSES = {
     ("post", "/api/clients/{client_id}/holds/{hold_id}/release"): {"200", "404", "409", "422"} | JSON_BODY,
     ("post", "/api/clients/{client_id}/usage/refunds"): {"200", "404", "409", "422"} | JSON_BODY,
     ("get", "/api/admin/clients/{client_id}/refunds"): {"200", "400", "404"},
+    ("post", "/api/clients/{client_id}/storage"): {"200", "402", "404", "409", "422"} | JSON_BODY,
+    ("put", "/api/admin/clients/{client_id}/storage"): {"200", "404"} | JSON_BODY,
 }
 
 
@@ -184,6 +188,7 @@ def test_the_generated_python_client_types_every_request_body(spec, tmp_path):
         "post_api_admin_clients_client_id_credits", "post_api_clients_client_id_usage",
         "post_api_clients_client_id_holds", "post_api_clients_client_id_holds_hold_id_capture",
         "post_api_clients_client_id_holds_hold_id_release", "post_api_clients_client_id_usage_refunds",
+        "post_api_clients_client_id_storage", "put_api_admin_clients_client_id_storage",
     }
     untyped = {name: types for name, types in bodies.items() if any(re.search(r"\bAny\b", t) for t in types)}
     assert untyped == {}

@@ -60,7 +60,7 @@ def test_overview_shape_for_a_new_client(api, clock):
     assert instant(stored["updatedAt"]) == datetime.fromisoformat("2026-11-25T12:00:00+00:00")
     assert set(usage) == {
         "month", "generationCount", "limit", "baseLimit", "grantedThisMonth", "held", "remaining", "isUnlimited",
-        "resetDate",
+        "resetDate", "storageUsedBytes",
     }
     assert (usage["month"], usage["generationCount"], usage["limit"], usage["baseLimit"],
             usage["grantedThisMonth"], usage["held"], usage["remaining"], usage["isUnlimited"]) == (

@@ -20,6 +20,7 @@ REFUSAL_FIELDS = {"error", "month", "generationCount", "limit", "remaining", "ge
 STATUS_FIELDS = {
     "plan", "month", "generationsUsed", "generationsHeld", "generationsLimit", "generationsRemaining", "baseLimit",
     "grantedThisMonth", "usagePercent", "isUnlimited", "isAtLimit", "isNearLimit", "resetDate",
+    "storageUsedBytes", "storageQuotaMb", "storageRemainingBytes", "isStorageAtLimit",
 }
 
 
@@ -221,6 +222,8 @@ def test_quota_status_of_a_fresh_client(api, role):
         "generationsRemaining": FREE_LIMIT, "baseLimit": FREE_LIMIT, "grantedThisMonth": 0,
         "usagePercent": 0, "isUnlimited": False,
         "isAtLimit": False, "isNearLimit": False,
+        "storageUsedBytes": 0, "storageQuotaMb": 1000, "storageRemainingBytes": 1000 * 1024 * 1024,
+        "isStorageAtLimit": False,
     }
 
 
@@ -250,6 +253,7 @@ def test_quota_status_of_an_unlimited_client(api):
         "plan": "enterprise", "month": MONTH, "generationsUsed": 5_000, "generationsHeld": 0, "generationsLimit": -1,
         "generationsRemaining": None, "baseLimit": -1, "grantedThisMonth": 0, "isUnlimited": True,
         "isAtLimit": False, "isNearLimit": False,
+        "storageUsedBytes": 0, "storageQuotaMb": -1, "storageRemainingBytes": None, "isStorageAtLimit": False,
     }
 
 

@@ -79,16 +79,17 @@ def actor() -> str:
 
 def init_app(app: Flask) -> None:
     """Every resource's blueprint, the OpenAPI document at /openapi.json and Swagger UI at /docs."""
-    from . import audit, clients, credits, grants, health, holds, quotas, refunds, usage, usage_history
+    from . import audit, clients, credits, grants, health, holds, quotas, refunds, storage, usage, usage_history
 
     app.url_map.converters["client_id"] = ClientIdConverter
     api = CreditsApi(app)
     api.register_converter(ClientIdConverter, ClientIdConverter.openapi_schema)
     for admin_resource in (clients, quotas, credits, audit, grants, usage_history):
         api.register_blueprint(admin_resource.blp, url_prefix="/api/admin/clients")
-    api.register_blueprint(refunds.admin_blp, url_prefix="/api/admin/clients")
+    for admin_resource in (refunds, storage):
+        api.register_blueprint(admin_resource.admin_blp, url_prefix="/api/admin/clients")
     api.register_blueprint(audit.search_blp, url_prefix="/api/admin/audit-log")
-    for platform_resource in (usage, holds, refunds):
+    for platform_resource in (usage, holds, refunds, storage):
         api.register_blueprint(platform_resource.blp, url_prefix="/api/clients")
     api.register_blueprint(health.blp)
     app.register_blueprint(

@@ -54,6 +54,9 @@ class UsageSchema(Schema):
     remaining = fields.Integer(allow_none=True, metadata={"description": "limit - generationCount - held."})
     is_unlimited = fields.Boolean(data_key="isUnlimited")
     reset_date = Instant(data_key="resetDate")
+    storage_used_bytes = fields.Integer(data_key="storageUsedBytes",
+                                        metadata={"description": "What the client stores now (a level, not this "
+                                                                 "month's); shown with the quota read only."})
 
 
 class QuotaOverviewSchema(Schema):

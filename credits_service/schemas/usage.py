@@ -40,6 +40,12 @@ class QuotaStatusSchema(Schema):
     is_at_limit = fields.Boolean(data_key="isAtLimit")
     is_near_limit = fields.Boolean(data_key="isNearLimit")
     reset_date = Instant(data_key="resetDate")
+    storage_used_bytes = fields.Integer(data_key="storageUsedBytes", metadata={"description": "What the client stores."})
+    storage_quota_mb = fields.Integer(data_key="storageQuotaMb", metadata={"description": "-1 means unlimited."})
+    storage_remaining_bytes = fields.Integer(data_key="storageRemainingBytes", allow_none=True,
+                                             metadata={"description": "Null when unlimited."})
+    is_storage_at_limit = fields.Boolean(data_key="isStorageAtLimit",
+                                         metadata={"description": "No positive delta fits until some is freed."})
 
 
 class UsageHistoryQuerySchema(StrictSchema):

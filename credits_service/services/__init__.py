@@ -23,6 +23,7 @@ from .holds import HoldsService
 from .idempotency import IdempotencyKeys
 from .quotas import QuotasService
 from .refunds import RefundsService
+from .storage import StorageService
 
 log = logging.getLogger("credits_service.idempotency")
 
@@ -57,6 +58,10 @@ def holds() -> HoldsService:
 
 def refunds() -> RefundsService:
     return RefundsService(db.session(), _clock())
+
+
+def storage() -> StorageService:
+    return StorageService(db.session(), _clock(), audit_trail())
 
 
 def audit_log() -> AuditLogReader:

@@ -31,6 +31,7 @@ from ..transactions import (
 from .idempotency import IdempotencyClaim
 from .month_usage import exact_held, usage_row
 from .quotas import find_quota, quota_with_month
+from .storage import storage_status
 from .results import HistoryMonth, MonthUsage, QuotaStatus, ResetResult, UsageHistory
 
 NEAR_LIMIT_PERCENT = 80
@@ -190,6 +191,7 @@ class ConsumptionService:
         usage = MonthUsage.of(row.monthly_generation_limit, row.generation_count, row.granted, row.held, now)
         # Held credits count as used in every figure: they are not there to be consumed.
         used, limit, unlimited = usage.generation_count + usage.held, usage.limit, usage.is_unlimited
+        storage = storage_status(row.storage_used_bytes, row.storage_quota_mb)
         if unlimited:
             percent = 0.0
         elif limit == 0:
@@ -204,6 +206,8 @@ class ConsumptionService:
             is_at_limit=not unlimited and used >= limit,
             is_near_limit=not unlimited and used * 100 >= limit * NEAR_LIMIT_PERCENT,
             reset_date=usage.reset_date,
+            storage_used_bytes=storage.used_bytes, storage_quota_mb=storage.quota_mb,
+            storage_remaining_bytes=storage.remaining_bytes, is_storage_at_limit=storage.is_at_limit,
         )
 
     def reset_usage(self, actor: str, client_id: str, reason: str | None = None,

@@ -6,6 +6,7 @@ client happen in one serial order; on SQLite the IMMEDIATE write transaction doe
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -32,7 +33,7 @@ _quotas, _usage = QuotaLimit.__table__, UsageRecord.__table__
 # lapsed ones in storage.
 QUOTA_WITH_MONTH = (
     select(_quotas.c.client_id, _quotas.c.plan, _quotas.c.monthly_generation_limit, _quotas.c.storage_quota_mb,
-           _quotas.c.updated_at, func.coalesce(_usage.c.generation_count, 0).label("generation_count"),
+           _quotas.c.storage_used_bytes, _quotas.c.updated_at, func.coalesce(_usage.c.generation_count, 0).label("generation_count"),
            func.coalesce(_usage.c.granted, 0).label("granted"),
            held_by_open_holds(_quotas.c.client_id, bindparam("month"),
                               bindparam("now", type_=Hold.expires_at.type)).label("held"))
@@ -84,7 +85,8 @@ class QuotasService:
         with read_connection(self.session) as connection:
             row = quota_with_month(connection, client_id, now)
             recent = [entry._mapping for entry in connection.execute(_RECENT_ENTRIES, {"client_id": client_id})]
-        usage = MonthUsage.of(row.monthly_generation_limit, row.generation_count, row.granted, row.held, now)
+        usage = replace(MonthUsage.of(row.monthly_generation_limit, row.generation_count, row.granted, row.held, now),
+                        storage_used_bytes=row.storage_used_bytes)
         return QuotaOverview(_settings(row), usage, recent)
 
     def update_quota(self, actor: str, client_id: str, *, plan: str | None = None,

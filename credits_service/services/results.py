@@ -49,6 +49,8 @@ class MonthUsage:
     remaining: int | None
     is_unlimited: bool
     reset_date: datetime
+    # What the client stores (a level, not the month's): shown with the quota read.
+    storage_used_bytes: int | None = None
 
     @classmethod
     def of(cls, stored_limit: int, generation_count: int, granted: int, held: int, now: datetime) -> "MonthUsage":
@@ -81,6 +83,21 @@ class QuotaStatus:
     is_at_limit: bool
     is_near_limit: bool
     reset_date: datetime
+    storage_used_bytes: int
+    storage_quota_mb: int
+    storage_remaining_bytes: int | None
+    is_storage_at_limit: bool
+
+
+@dataclass(frozen=True)
+class StorageStatus:
+    """What a client stores against its storage quota (-1: unlimited, remaining None)."""
+
+    used_bytes: int
+    quota_mb: int
+    remaining_bytes: int | None
+    is_unlimited: bool
+    is_at_limit: bool
 
 
 @dataclass(frozen=True)
