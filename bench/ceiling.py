@@ -27,11 +27,15 @@ AUDIT_KEY_ID, AUDIT_SECRET = _KEYS.signing_id, _KEYS.secrets[_KEYS.signing_id]
 # The writes' tuples run in one transaction, in order, ending with COMMIT; the reads' run outside
 # a transaction (autocommit), as the service runs them on PostgreSQL.
 
-# GET /api/admin/clients/<id>/quota: the quota with this month's usage and month-grants, and
-# the 10 newest entries (the client range and order that keep the planner on the client's index).
+# GET /api/admin/clients/<id>/quota: the quota with this month's usage, month-grants and what
+# the month's open holds reserve, and the 10 newest entries (the client range and order that
+# keep the planner on the client's index).
 QUOTA_READ = (
-    """SELECT q.client_id, q.plan, q.monthly_generation_limit, q.storage_quota_mb, q.updated_at,
-              coalesce(u.generation_count, 0), coalesce(u.granted, 0)
+    """SELECT q.client_id, q.plan, q.monthly_generation_limit, q.storage_quota_mb, q.storage_used_bytes,
+              q.updated_at, coalesce(u.generation_count, 0), coalesce(u.granted, 0),
+              (SELECT coalesce(sum(h.count), 0) FROM holds h
+               WHERE h.client_id = q.client_id AND h.month = %(month)s AND h.status = 'held'
+                     AND h.expires_at > %(now)s)
        FROM quota_limits q
        LEFT JOIN usage_records u ON u.client_id = q.client_id AND u.month = %(month)s
        WHERE q.client_id = %(client_id)s""",
@@ -61,20 +65,25 @@ GRANT = (
 
 # POST /api/clients/<id>/usage (no Idempotency-Key): one statement outside a transaction, the
 # client's quota row locked in a CTE, then the conditional upsert against the limit it locked
-# plus this month's month-grants (a new month's row only when the count fits the stored limit).
+# plus this month's month-grants (a new month's row only when the count fits the stored limit;
+# a month with anything held is left to the service's transaction).
 CONSUME = (
     """WITH locked AS (SELECT monthly_generation_limit AS stored_limit FROM quota_limits
                       WHERE client_id = %(client_id)s FOR UPDATE)
-       INSERT INTO usage_records (client_id, month, generation_count, granted, created_at, updated_at)
-       SELECT %(client_id)s::varchar, %(month)s::varchar, %(count)s::bigint, 0, %(now)s::timestamptz, %(now)s::timestamptz
+       INSERT INTO usage_records (client_id, month, generation_count, consumed, granted, created_at, updated_at)
+       SELECT %(client_id)s::varchar, %(month)s::varchar, %(count)s::bigint, %(count)s::bigint, 0,
+              %(now)s::timestamptz, %(now)s::timestamptz
        FROM locked
        WHERE locked.stored_limit = -1 OR %(count)s <= locked.stored_limit
              OR EXISTS (SELECT existing.client_id FROM usage_records AS existing
                         WHERE existing.client_id = %(client_id)s AND existing.month = %(month)s)
        ON CONFLICT (client_id, month) DO UPDATE
-       SET generation_count = usage_records.generation_count + %(count)s, updated_at = %(now)s
-       WHERE (SELECT stored_limit FROM locked) = -1
-             OR usage_records.generation_count + %(count)s <= (SELECT stored_limit FROM locked) + usage_records.granted
+       SET generation_count = usage_records.generation_count + %(count)s,
+           consumed = usage_records.consumed + %(count)s, updated_at = %(now)s
+       WHERE ((SELECT stored_limit FROM locked) = -1
+              OR usage_records.generation_count + usage_records.held + %(count)s
+                 <= (SELECT stored_limit FROM locked) + usage_records.granted)
+             AND usage_records.held = 0
        RETURNING generation_count, granted, (SELECT stored_limit FROM locked)""",
 )
 
@@ -120,17 +129,17 @@ def in_transaction() -> psycopg.Connection:
 
 @app.get("/api/admin/clients/<client_id>/quota")
 def quota(client_id):
-    params = {"client_id": client_id, "month": g.month}
+    params = {"client_id": client_id, "month": g.month, "now": g.now}
     conn = autocommit()
-    _, plan, base, storage, updated, used, granted = conn.execute(QUOTA_READ[0], params).fetchone()
+    _, plan, base, storage, stored, updated, used, granted, held = conn.execute(QUOTA_READ[0], params).fetchone()
     entries = conn.execute(QUOTA_READ[1], params).fetchall()
     limit = base if base == -1 else base + granted
     return jsonify(
         quota={"clientId": client_id, "plan": plan, "monthlyGenerationLimit": base,
                "storageQuotaMb": storage, "updatedAt": updated.isoformat()},
         usage={"month": g.month, "generationCount": used, "limit": limit, "baseLimit": base,
-               "grantedThisMonth": granted, "remaining": remaining(limit, used), "isUnlimited": base == -1,
-               "resetDate": g.now.isoformat()},
+               "grantedThisMonth": granted, "held": held, "remaining": remaining(limit, used + held),
+               "isUnlimited": base == -1, "resetDate": g.now.isoformat(), "storageUsedBytes": stored},
         auditLog=[
             {"id": id_, "seq": seq, "clientId": client, "adminId": admin, "action": action, "details": details,
              "previousValue": previous, "newValue": new, "createdAt": at.isoformat(), "hash": hash_}
@@ -173,16 +182,19 @@ def consume(client_id):
 
 @app.get("/api/clients/<client_id>/quota-status")
 def quota_status(client_id):
-    _, plan, base, _, _, used, granted = autocommit().execute(
-        QUOTA_STATUS[0], {"client_id": client_id, "month": g.month}).fetchone()
+    _, plan, base, storage, stored, _, generations, granted, held = autocommit().execute(
+        QUOTA_STATUS[0], {"client_id": client_id, "month": g.month, "now": g.now}).fetchone()
     unlimited = base == -1
     limit = base if unlimited else base + granted
+    used = generations + held
+    storage_left = None if storage == -1 else max(storage * 1024 * 1024 - stored, 0)
     return jsonify(
-        plan=plan, month=g.month, generationsUsed=used, generationsLimit=limit, baseLimit=base,
-        grantedThisMonth=granted,
+        plan=plan, month=g.month, generationsUsed=generations, generationsHeld=held, generationsLimit=limit,
+        baseLimit=base, grantedThisMonth=granted,
         generationsRemaining=remaining(limit, used),
         usagePercent=0.0 if unlimited else (100.0 if limit == 0 else round(used * 100 / limit, 2)),
         isUnlimited=unlimited, isAtLimit=not unlimited and used >= limit,
         isNearLimit=not unlimited and used * 100 >= limit * 80,
-        resetDate=g.now.isoformat(),
+        resetDate=g.now.isoformat(), storageUsedBytes=stored, storageQuotaMb=storage,
+        storageRemainingBytes=storage_left, isStorageAtLimit=storage_left == 0,
     )

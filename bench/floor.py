@@ -30,6 +30,7 @@ from credits_service.plans import UNLIMITED, effective_limit, remaining
 from credits_service.schemas.usage import QuotaStatusSchema, UsageConsumeSchema, UsageResultSchema
 from credits_service.services.consumption import CONSUME_AT_ONCE
 from credits_service.services.quotas import QUOTA_WITH_MONTH
+from credits_service.services.storage import storage_status
 
 ROLES = {"read": ["read"], "write": ["write", "read"], "service": ["service"]}
 API_KEYS = table("api_keys", column("key_hash"), column("role"))
@@ -91,16 +92,21 @@ def quota_status(client_id):
     now = datetime.now(UTC)
     month = month_of(now)
     with autocommit() as connection:
-        row = connection.execute(QUOTA_WITH_MONTH, {"client_id": client_id, "month": month}).one()
-    base, used, granted = row.monthly_generation_limit, row.generation_count, row.granted
+        row = connection.execute(QUOTA_WITH_MONTH, {"client_id": client_id, "month": month, "now": now}).one()
+    base, granted, held = row.monthly_generation_limit, row.granted, row.held
     limit = effective_limit(base, granted)
+    used = row.generation_count + held  # what open holds reserve counts as used
     unlimited = limit == UNLIMITED
+    storage = storage_status(row.storage_used_bytes, row.storage_quota_mb)
     return {
-        "plan": row.plan, "month": month, "generations_used": used, "generations_limit": limit,
-        "generations_remaining": remaining(limit, used), "base_limit": base, "granted_this_month": granted,
+        "plan": row.plan, "month": month, "generations_used": row.generation_count, "generations_held": held,
+        "generations_limit": limit, "generations_remaining": remaining(limit, used), "base_limit": base,
+        "granted_this_month": granted,
         "usage_percent": 0.0 if unlimited else (100.0 if limit == 0 else round(used * 100 / limit, 2)),
         "is_unlimited": unlimited, "is_at_limit": not unlimited and used >= limit,
         "is_near_limit": not unlimited and used * 100 >= limit * 80, "reset_date": next_month_start(now),
+        "storage_used_bytes": storage.used_bytes, "storage_quota_mb": storage.quota_mb,
+        "storage_remaining_bytes": storage.remaining_bytes, "is_storage_at_limit": storage.is_at_limit,
     }
 
 

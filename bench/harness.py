@@ -76,13 +76,15 @@ BENCH_AUDIT_KEYS = "bench:" + "0123456789abcdef" * 4
 
 
 def service_env(database_url: str) -> dict[str, str]:
-    """The service as in production, with rate limits off, quiet logs and a benchmark audit key.
+    """The service as in production, with rate limits off, quiet logs (unless LOG_LEVEL says
+    otherwise) and a benchmark audit key.
 
-    The Idempotency-Key purge thread is off: its round every minute would add its own work to
-    the instructions counted and its own connection to the connections counted per worker.
+    The background jobs (credits_service/background.py) are off: their rounds every minute would
+    add their own work to the instructions counted and their connections to the connections
+    counted per worker.
     """
-    return {"AUDIT_HMAC_KEYS": BENCH_AUDIT_KEYS, **os.environ, "DATABASE_URL": database_url,
-            "RATELIMIT_ENABLED": "false", "LOG_LEVEL": "WARNING", "IDEMPOTENCY_PURGE_INTERVAL_SECONDS": "0"}
+    return {"AUDIT_HMAC_KEYS": BENCH_AUDIT_KEYS, "LOG_LEVEL": "WARNING", **os.environ, "DATABASE_URL": database_url,
+            "RATELIMIT_ENABLED": "false", "IDEMPOTENCY_PURGE_INTERVAL_SECONDS": "0", "HOLD_SWEEP_INTERVAL_SECONDS": "0"}
 
 
 def measured_commit() -> str:

@@ -68,7 +68,7 @@ COUNTED_LAYERS = [
     ("body parsed (webargs)", None, _both("webargs.core:Parser.parse")),
     ("answer dumped (marshmallow)", None, _both("marshmallow.schema:Schema.dump")),
 ]
-REST = "the rest: Flask, Werkzeug, the decorators' wrappers, the view"
+REST = "the rest: Flask, Werkzeug, wrappers, view"
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^():]+)(?::\d+)?\)$")
 
 
