@@ -33,6 +33,10 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
+clients/typescript/node_modules/.installed: clients/typescript/package.json clients/typescript/package-lock.json
+	cd clients/typescript && npm ci --no-audit --no-fund
+	touch $@
+
 ## make install: .venv with the test set (runtime + test tools)
 install: $(VENV)/.installed
 
@@ -46,7 +50,7 @@ run: $(VENV)/.installed-runtime
 
 ## make test: install the test set, run the whole suite (PostgreSQL too when TEST_DATABASE_URL is set).
 ## Tests needing a program this machine lacks (chromium, buildah) skip and say how to get it.
-test: install node_modules/.installed
+test: install node_modules/.installed clients/typescript/node_modules/.installed
 	$(BIN)/pytest
 
 ## make test-calendar: the SQLite suite (tests/integration aside) twice, under a system clock faked by
@@ -71,4 +75,4 @@ lock: | $(BIN)/python
 	$(PIP_COMPILE) -o requirements/build.txt requirements/build.in
 
 clean:
-	rm -rf $(VENV) node_modules instance .pytest_cache
+	rm -rf $(VENV) node_modules instance .pytest_cache clients/typescript/node_modules clients/typescript/build
