@@ -5,12 +5,16 @@
 #   bench/run.sh audit-scale   the audit log at 1,000 and at 1,000,000 entries
 #   bench/run.sh profile       round trips, py-spy under load, instructions by layer (valgrind)
 #   bench/run.sh instructions  instructions per request (valgrind): service, floor, ceiling
+#   bench/run.sh capacity      one worker's req/s and CPU, pgbench's ceiling, one hot client
 # Settings (environment): DURATION (s per leg, 10), WORKERS (4), CONNECTIONS (16), CLIENTS (1000).
 # Each mode writes its latest result to bench/results/<mode>.*.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
+if [ "${1:-}" = capacity ] && ! command -v pgbench >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-contrib
+fi
 { [ -x .venv/bin/py-spy ] && .venv/bin/python -c "import matplotlib" 2>/dev/null; } || .venv/bin/python -m pip install --quiet -e '.[test,bench]'
 
 if { [ "${1:-}" = instructions ] || [ "${1:-}" = profile ]; } && ! command -v valgrind >/dev/null; then
@@ -22,5 +26,6 @@ case "${1:-endpoints}" in
     audit-scale) exec .venv/bin/python bench/audit_scale.py ;;
     profile) exec .venv/bin/python bench/profile.py ;;
     instructions) exec .venv/bin/python bench/instructions.py ;;
-    *) echo "usage: bench/run.sh [endpoints|audit-scale|profile|instructions]" >&2; exit 2 ;;
+    capacity) exec .venv/bin/python bench/capacity.py ;;
+    *) echo "usage: bench/run.sh [endpoints|audit-scale|profile|instructions|capacity]" >&2; exit 2 ;;
 esac
