@@ -1,6 +1,11 @@
 #!/bin/sh
 # Container entrypoint: migrate once, then hand the process over to gunicorn (it gets the signals).
+# `boot.sh worker` runs the webhook delivery worker instead, from the same image (no migration:
+# it starts once a web instance has migrated).
 set -e
+if [ "${1:-}" = worker ]; then
+    exec flask --app app webhooks deliver
+fi
 # gunicorn reads WEB_CONCURRENCY itself, before any config file, and answers a bad value with a
 # traceback: refuse it here in one line, with the status the other settings use.
 case "${WEB_CONCURRENCY:-2}" in

@@ -14,25 +14,14 @@ import tempfile
 from environs import Env, EnvError
 from marshmallow.validate import Range
 
-env = Env()
-try:
-    port = env.int("PORT", 8000, validate=Range(min=1, max=65535))
-    workers = env.int("WEB_CONCURRENCY", 2, validate=Range(min=1))
-    threads = env.int("WEB_THREADS", 4, validate=Range(min=1, max=64))
-except EnvError as error:
-    # One line naming the variable, not a traceback from gunicorn's config loader.
-    sys.exit(f"gunicorn.conf.py: {error}")
-
-bind = f"0.0.0.0:{port}"
-
 # Threads, so a slow reader of a long answer (an audit export) holds one thread, not a whole
 # worker: the platform's calls and /healthz go on beside it. The main thread keeps telling the
 # master the worker is alive, so `timeout` below never cuts off a long export either.
 worker_class = "gthread"
 
-# Every other setting is checked here, in the master, before any worker is forked: a bad one
-# stops gunicorn with one line and no traceback (credits_service/config.py). The import comes
-# after PROMETHEUS_MULTIPROC_DIR is set below, since it loads prometheus_client.
+# Every setting is checked below, in the master, before any worker is forked: a bad one stops
+# gunicorn with one line and no traceback (credits_service/config.py). The import comes after
+# PROMETHEUS_MULTIPROC_DIR is set, since it loads prometheus_client.
 
 # SIGTERM stops accepting connections and lets requests in flight finish for up to
 # graceful_timeout seconds; keep it below the orchestrator's kill deadline (Kubernetes 30 s,
@@ -51,10 +40,27 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     own_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="credits-prometheus-")
 
 
-from credits_service.config import Config, exit_when_misconfigured  # noqa: E402
+from credits_service.config import EXIT_INVALID_CONFIGURATION, Config, exit_when_misconfigured  # noqa: E402
 
-with exit_when_misconfigured():
-    Config.from_environment()
+env = Env()
+try:
+    try:
+        port = env.int("PORT", 8000, validate=Range(min=1, max=65535))
+        workers = env.int("WEB_CONCURRENCY", 2, validate=Range(min=1))
+        threads = env.int("WEB_THREADS", 4, validate=Range(min=1, max=64))
+    except EnvError as error:
+        # One line naming the variable, not a traceback from gunicorn's config loader, and the
+        # status every other bad setting exits with.
+        print(f"gunicorn.conf.py: {error}", file=sys.stderr)
+        sys.exit(EXIT_INVALID_CONFIGURATION)
+    with exit_when_misconfigured():
+        Config.from_environment()
+except SystemExit:
+    if own_metrics_dir:  # on_exit never runs for a master that did not start
+        shutil.rmtree(own_metrics_dir, ignore_errors=True)
+    raise
+
+bind = f"0.0.0.0:{port}"
 
 
 def on_starting(server):

@@ -4,7 +4,7 @@ them when used the way their documentation shows, and nothing of the service's o
 A plain Flask app: flask-smorest's Blueprint, with webargs parsing the body and marshmallow
 dumping the answer through the service's own schemas; flask-httpauth's bearer guard with
 roles; Flask-Limiter's decorator, switched off by its own RATELIMIT_ENABLED setting; SQLAlchemy
-Core running the service's own statements (CONSUME_AT_ONCE, QUOTA_WITH_MONTH) on a pooled
+Core running the service's own statements (consume_at_once with the default usage thresholds, QUOTA_WITH_MONTH) on a pooled
 connection with the AUTOCOMMIT execution option, one statement per request, as the service
 does. What the service pays beyond this floor is its own code: the ORM session, request ids,
 the access log and metrics hooks, the key check with expiry and revocation, the services and
@@ -28,12 +28,15 @@ from sqlalchemy import column, create_engine, select, table
 from credits_service.months import month_of, next_month_start
 from credits_service.plans import UNLIMITED, effective_limit, remaining
 from credits_service.schemas.usage import QuotaStatusSchema, UsageConsumeSchema, UsageResultSchema
-from credits_service.services.consumption import CONSUME_AT_ONCE
+from credits_service.config import SETTINGS
+from credits_service.services.consumption import consume_at_once
 from credits_service.services.quotas import QUOTA_WITH_MONTH
 from credits_service.services.storage import storage_status
 
 ROLES = {"read": ["read"], "write": ["write", "read"], "service": ["service"]}
 API_KEYS = table("api_keys", column("key_hash"), column("role"))
+# The statement the service runs when WEBHOOK_THRESHOLDS is left at its default.
+CONSUME_AT_ONCE = consume_at_once(next(s.default for s in SETTINGS if s.name == "WEBHOOK_THRESHOLDS"))
 
 app = Flask(__name__)
 app.config.update(API_TITLE="floor", API_VERSION="1", OPENAPI_VERSION="3.0.3",

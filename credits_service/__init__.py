@@ -3,7 +3,7 @@
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, auth, background, cli, database, errors, metrics, request_id
+from . import api, auth, background, cli, database, errors, metrics, replica, request_id
 from .audit.keys import load_audit_keys
 from .config import Config
 from .extensions import db, limiter
@@ -33,6 +33,7 @@ def create_app(config: type[Config] | None = None) -> Flask:
     database.configure_database(app)
     db.init_app(app)
     database.init_engine(app)
+    replica.init_app(app)
     limiter.init_app(app)
     health.init_app(app)
     errors.init_app(app)

@@ -1,4 +1,5 @@
-"""Upkeep while the service runs: expired Idempotency-Key answers purged, lapsed holds marked.
+"""Upkeep while the service runs: expired Idempotency-Key answers purged, lapsed holds marked,
+ended webhook deliveries purged.
 
 Each worker process runs one daemon thread per job, started by its first request (so never in
 the gunicorn master, a `flask` command or the tests), that runs the job every interval, in
@@ -12,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
@@ -33,6 +35,8 @@ JOBS = (
         lambda config: services.idempotency_keys().purge(config["IDEMPOTENCY_PURGE_BATCH"])),
     Job("hold_sweep", "HOLD_SWEEP_INTERVAL_SECONDS",
         lambda config: services.holds().sweep(config["HOLD_SWEEP_BATCH"])),
+    Job("webhook_purge", "WEBHOOK_PURGE_INTERVAL_SECONDS",
+        lambda config: services.webhooks().purge(timedelta(hours=config["WEBHOOK_RETENTION_HOURS"]), 1000)),
 )
 
 
@@ -64,6 +68,9 @@ def _run_forever(app: Flask, job: Job) -> None:
                 handled = job.run(app.config)
             except SQLAlchemyError as error:  # the database is down: try again next round
                 log.warning("%s failed: %s", job.name, type(error).__name__)
+                continue
+            except Exception:  # a bug: logged, and the job goes on next round rather than dying quietly
+                log.exception("%s failed", job.name)
                 continue
         if handled:
             log.info("%s handled %d rows", job.name, handled, extra={"event": job.name, "rows": handled})

@@ -1,6 +1,6 @@
 """Configuration: every setting the environment may change, read and checked when the app is created.
 
-SETTINGS is the one list of environment variables (the README's configuration table mirrors
+SETTINGS is the one list of environment variables (docs/configuration.md mirrors
 it); a new variable is one line there. A bad value stops the start with one line per bad
 variable, naming it, its value and what is expected, instead of a traceback from deep inside
 whichever library would trip over it first.
@@ -32,6 +32,8 @@ DATABASES = ("sqlite", "postgresql")
 # Flask-Limiter is synchronous: the async+ storages of the limits library do not serve it.
 RATE_LIMIT_SCHEMES = sorted(scheme for scheme in SCHEMES if not scheme.startswith("async+"))
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# What sits between the service and PostgreSQL: nothing, or a pooler in transaction mode.
+POOLERS = ("none", "pgbouncer")
 
 
 def utc_now() -> datetime:
@@ -70,6 +72,14 @@ class LogLevel(ma.fields.Str):
         if level not in LOG_LEVELS:
             raise ma.ValidationError("is not a log level")
         return level
+
+
+class Pooler(ma.fields.Str):
+    def _deserialize(self, value, attr, data, **kwargs) -> str:
+        pooler = super()._deserialize(value, attr, data, **kwargs).strip().lower()
+        if pooler not in POOLERS:
+            raise ma.ValidationError("is not a pooler the service knows")
+        return pooler
 
 
 class RateLimit(ma.fields.Str):
@@ -137,12 +147,40 @@ class Token(ma.fields.Str):
         return token
 
 
+class IntegerList(ma.fields.Str):
+    """Comma-separated integers, each within [MINIMUM, MAXIMUM]; a tuple, in the order given."""
+
+    MINIMUM, MAXIMUM = 1, None
+    WHAT = "positive integers"
+
+    def _deserialize(self, value, attr, data, **kwargs) -> tuple[int, ...]:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            numbers = tuple(int(part) for part in text.split(","))
+        except ValueError:
+            raise ma.ValidationError(f"is not comma-separated {self.WHAT}") from None
+        if any(n < self.MINIMUM or (self.MAXIMUM is not None and n > self.MAXIMUM) for n in numbers):
+            raise ma.ValidationError(f"is not comma-separated {self.WHAT}")
+        return numbers
+
+
+class Percentages(IntegerList):
+    MINIMUM, MAXIMUM = 1, 1000
+    WHAT = "percentages from 1 to 1000"
+
+    def _deserialize(self, value, attr, data, **kwargs) -> tuple[int, ...]:
+        return tuple(sorted(set(super()._deserialize(value, attr, data, **kwargs))))
+
+
 PARSERS: dict[str, type[ma.fields.Field]] = {
     "token": Token,
+    "seconds_list": IntegerList,
+    "percentages": Percentages,
     "positive_int": PositiveInt,
     "non_negative_int": NonNegativeInt,
     "flag": Flag,
     "log_level_name": LogLevel,
+    "pooler": Pooler,
     "rate_limit": RateLimit,
     "rate_limit_storage": RateLimitStorage,
     "database_url": DatabaseUrl,
@@ -190,6 +228,16 @@ SETTINGS = (
     Setting("DATABASE_MIGRATION_URL", "database_url", None,
             '"postgresql+psycopg://owner:pass@host/db", the same database as DATABASE_URL',
             secret_in_url=True),
+    # pgbouncer: DATABASE_URL goes through a pooler in transaction mode, where a server
+    # connection serves another client after each transaction: nothing prepared outlives one.
+    Setting("DATABASE_POOLER", "pooler", "none", f"one of {', '.join(POOLERS)}"),
+    # The heavy reads (audit search and export, usage history, grant and refund listings, the
+    # clients list) go to this streaming replica while it answers and is at most
+    # REPLICA_MAX_LAG_SECONDS behind; otherwise to DATABASE_URL.
+    Setting("DATABASE_REPLICA_URL", "database_url", None,
+            '"postgresql+psycopg://user:pass@replica-host/db", a replica of DATABASE_URL\'s database',
+            secret_in_url=True),
+    Setting("REPLICA_MAX_LAG_SECONDS", "positive_int", 5, "seconds, at least 1, e.g. 5"),
     Setting("DATABASE_CONNECT_TIMEOUT_SECONDS", "positive_int", 2, "seconds, at least 1, e.g. 2"),
     Setting("SQLITE_BUSY_TIMEOUT_MS", "positive_int", 30000, "milliseconds, at least 1, e.g. 30000"),
     Setting("RATELIMIT_ENABLED", "flag", True, BOOLEAN),
@@ -228,6 +276,16 @@ SETTINGS = (
     # verify (checked by audit_keys.load_audit_keys). Unset: the development key in
     # instance/audit-hmac.key, made by `make run`.
     Setting("AUDIT_HMAC_KEYS", "str", None, "id:secret pairs, comma-separated"),
+    # Webhooks (flask webhooks deliver): usage.threshold_reached fires once per client, month and
+    # percentage of the limit, again after usage drops below it or the limit rises above it.
+    Setting("WEBHOOK_THRESHOLDS", "percentages", (80, 100), "percentages of the limit, comma-separated, e.g. 80,100"),
+    # Seconds to wait after each failed attempt; past the last, the delivery is failed.
+    Setting("WEBHOOK_RETRY_SCHEDULE", "seconds_list", (5, 300, 1800, 7200, 18000, 36000, 36000),
+            "seconds, comma-separated, e.g. 5,300,1800,7200,18000,36000,36000"),
+    Setting("WEBHOOK_TIMEOUT_SECONDS", "positive_int", 15, "seconds, at least 1, e.g. 15"),
+    # Delivered and failed deliveries (and events with none left) are purged after this.
+    Setting("WEBHOOK_RETENTION_HOURS", "positive_int", 168, "hours, at least 1, e.g. 168"),
+    Setting("WEBHOOK_PURGE_INTERVAL_SECONDS", "non_negative_int", 3600, "seconds, 0 to turn it off, e.g. 3600"),
     # Unset: /metrics is open, as Prometheus on a private network expects; set: it needs this bearer token.
     Setting("METRICS_TOKEN", "token", None, f"a token of at least {Token.MIN_LENGTH} printable characters",
             secret=True),

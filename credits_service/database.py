@@ -22,8 +22,18 @@ def configure_database(app: Flask) -> None:
     if config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         config["SQLALCHEMY_ENGINE_OPTIONS"] = {
             **config["SQLALCHEMY_ENGINE_OPTIONS"],
-            "connect_args": {"connect_timeout": config["DATABASE_CONNECT_TIMEOUT_SECONDS"]},
+            "connect_args": postgresql_connect_args(config, pooled=config["DATABASE_POOLER"] != "none"),
         }
+
+
+def postgresql_connect_args(config, pooled: bool) -> dict:
+    """psycopg's connection arguments. pooled: behind a pooler in transaction mode, whose server
+    connections change hands after every transaction, so psycopg prepares nothing (a statement
+    prepared on one server connection is unknown to the next; PgBouncer 1.18 does not track them)."""
+    connect_args = {"connect_timeout": config["DATABASE_CONNECT_TIMEOUT_SECONDS"]}
+    if pooled:
+        connect_args["prepare_threshold"] = None
+    return connect_args
 
 
 def init_engine(app: Flask) -> None:

@@ -20,6 +20,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 REGISTRY = CollectorRegistry()
@@ -57,6 +58,10 @@ IDEMPOTENT_REPLAYS = Counter(
     "credits_idempotent_replays", "Requests answered with the stored answer of their Idempotency-Key.",
     registry=REGISTRY,
 )
+REPLICA_FALLBACKS = Counter(
+    "credits_replica_fallbacks", "Reads meant for the replica served by the primary, by why: unavailable or lagging.",
+    ["reason"], registry=REGISTRY,
+)
 IDEMPOTENCY_PURGED = Counter(
     "credits_idempotency_answers_purged", "Stored Idempotency-Key answers deleted after their retention.",
     registry=REGISTRY,
@@ -92,19 +97,59 @@ def idempotent_replayed() -> None:
     IDEMPOTENT_REPLAYS.inc()
 
 
+def replica_fallback(reason: str) -> None:
+    REPLICA_FALLBACKS.labels(reason).inc()
+
+
 def idempotency_answers_purged(count: int) -> None:
     if count:
         IDEMPOTENCY_PURGED.inc(count)
 
 
-def exposition() -> Response:
-    """The Prometheus text format, summed over every worker when there are several."""
+class _Gauges:
+    """Metrics read at scrape time (from the database), beside the processes' own counters."""
+
+    def __init__(self, families):
+        self.families = families
+
+    def collect(self):
+        return self.families
+
+
+def webhook_families(stats) -> list:
+    """The webhook deliveries' gauges, from services.webhooks.DeliveryStats."""
+    deliveries = GaugeMetricFamily("credits_webhook_deliveries", "Webhook deliveries kept, by status.",
+                                   labels=["status"])
+    for status in ("pending", "succeeded", "failed"):
+        deliveries.add_metric([status], stats.by_status.get(status, 0))
+    return [
+        deliveries,
+        GaugeMetricFamily("credits_webhook_attempts", "Attempts made by the webhook deliveries kept.",
+                          value=stats.attempts),
+        GaugeMetricFamily("credits_webhook_oldest_pending_seconds",
+                          "How long the oldest pending webhook delivery has waited (0: none pending).",
+                          value=stats.oldest_pending_seconds),
+    ]
+
+
+def exposition(read_at_scrape: list | None = None) -> Response:
+    """The Prometheus text format, summed over every worker when there are several, with the
+    families read at scrape time."""
+    registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
         MultiProcessCollector(registry)
     else:
-        registry = REGISTRY
+        registry.register(_Process())
+    if read_at_scrape:
+        registry.register(_Gauges(read_at_scrape))
     return Response(generate_latest(registry), mimetype=None, content_type=CONTENT_TYPE_LATEST)
+
+
+class _Process:
+    """This process's own registry, as one collector."""
+
+    def collect(self):
+        return REGISTRY.collect()
 
 
 # The labelled children of the two HTTP metrics, by label values: labels() checks its values on

@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -24,7 +26,8 @@ from .plans import DEFAULT_PLAN, PLANS
 
 # Rows of audit_actions: a migration adds a new action with an INSERT.
 AUDIT_ACTIONS = ("plan_change", "credit_grant", "limit_change", "usage_reset", "credit_void", "client_deleted",
-                 "storage_reconcile")
+                 "storage_reconcile", "webhook_created", "webhook_updated", "webhook_deleted",
+                 "webhook_secret_rotated", "webhook_disabled")
 # permanent raises the stored monthly limit; month adds to one UTC month only.
 GRANT_SCOPES = ("permanent", "month")
 # expired is what an open hold past its expires_at reads as; the sweep stores it later.
@@ -307,3 +310,77 @@ class Refund(db.Model):
     reason: Mapped[str | None] = mapped_column(Text)
     key_name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+DELIVERY_STATUSES = ("pending", "succeeded", "failed")
+
+
+class WebhookEndpoint(db.Model):
+    """Where events are sent (services/webhooks.py), signed with its secret."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    events: Mapped[list[str]] = mapped_column(JSONDocument)  # event types, or ["*"]
+    description: Mapped[str | None] = mapped_column(String(500))
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    # whsec_ + base64: deliveries are signed with it, and with the one before for a day after a rotation.
+    secret: Mapped[str] = mapped_column(String(200))
+    previous_secret: Mapped[str | None] = mapped_column(String(200))
+    previous_secret_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WebhookEvent(db.Model):
+    """The outbox: an event, written in the transaction of the change it describes."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (Index("ix_webhook_events_created_at", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # msg_ + 32 hex: the webhook-id
+    type: Mapped[str] = mapped_column(String(64))
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)  # the JSON sent, byte for byte as signed
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WebhookDelivery(db.Model):
+    """One event to one endpoint: attempted until a 2xx or the retry schedule runs out."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", DELIVERY_STATUSES), name="status"),
+        # What is due: the delivery worker's claim.
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_endpoint_id_desc", "endpoint_id", "id"),
+        Index("ix_webhook_deliveries_event_id", "event_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    endpoint_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(40), ForeignKey("webhook_events.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A worker's claim: until then no other worker takes it; a worker that died gives it back so.
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A retry an admin asked for is one attempt: failing, the delivery is failed again.
+    last_attempt: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class UsageThreshold(db.Model):
+    """A threshold a client's month has reached: usage.threshold_reached fired once for it."""
+
+    __tablename__ = "usage_thresholds"
+
+    client_id: Mapped[str] = mapped_column(String(64), ForeignKey("clients.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    threshold: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reached_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -178,7 +178,7 @@ service_env=(
     DATABASE_MIGRATION_URL="postgresql+psycopg://postgres@127.0.0.1:$primary_port/credits"
     DATABASE_POOLER=pgbouncer
     DATABASE_REPLICA_URL="postgresql+psycopg://postgres@127.0.0.1:$replica_port/credits"
-    REPLICA_MAX_LAG_SECONDS=5
+    REPLICA_MAX_LAG_SECONDS=2
     RATELIMIT_ENABLED=false
     AUDIT_HMAC_KEYS="smoke:$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(32))')"
     # A claim left by a killed worker is taken over after this, so a retry need not wait a minute.
@@ -228,6 +228,7 @@ driver_env=(
     CLUSTER_SERVICE_KEY="$service_key"
     CLUSTER_PRIMARY_DSN="host=127.0.0.1 port=$primary_port user=postgres dbname=credits"
     CLUSTER_REPLICA_DSN="host=127.0.0.1 port=$replica_port user=postgres dbname=credits"
+    CLUSTER_REPLICA_MAX_LAG=2
     CLUSTER_PGBOUNCER_DSN="host=127.0.0.1 port=$pgbouncer_port user=postgres dbname=pgbouncer"
     CLUSTER_POOL_SIZE="$pool_size"
     CLUSTER_SUMMARY="$summary"
@@ -264,6 +265,8 @@ start_instance 2 "$web_2_port"
 
 say "Replica: reads from it; then pg_ctl stop, and the same reads from the primary"
 driver CLUSTER_PHASE=replica-up || failed "cluster_smoke.py stopped before the end of its replica-up phase"
+say "Replica: replay paused behind a fresh grant; its reads go to the primary, then it catches up"
+driver CLUSTER_PHASE=replica-lag || failed "cluster_smoke.py stopped before the end of its replica-lag phase"
 stop_cluster "$replica"
 ! psql -p "$replica_port" -d credits -tAc 'select 1' >/dev/null 2>&1 || fail "the replica still answers after pg_ctl stop"
 driver CLUSTER_PHASE=replica-down || failed "cluster_smoke.py stopped before the end of its replica-down phase"

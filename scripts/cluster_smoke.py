@@ -5,6 +5,9 @@ CLUSTER_PHASE=load          parallel grants, consumption and holds at the limit 
                             connections are sampled all along
 CLUSTER_PHASE=replica-up    instance 2 back behind HAProxy; /readyz reports the replica; the
                             replica-routed reads reach it
+CLUSTER_PHASE=replica-lag   the replica's replay paused after a grant: /readyz says lagging, the
+                            reads come from the primary (the new grant among them), counted as
+                            lagging; replay resumed, the replica is ok again
 CLUSTER_PHASE=replica-down  the replica stopped: /readyz still 200, the same reads answered from
                             the primary, credits_replica_fallbacks_total risen
 
@@ -408,12 +411,13 @@ def reads_from_the_replica(api):
     return f"{reads} replica-routed reads answered 200; the replica holds {connections} connections from the instances"
 
 
-def fallbacks() -> float | None:
-    """credits_replica_fallbacks_total summed over every reason and instance; None if absent."""
+def fallbacks(reason: str = "") -> float | None:
+    """credits_replica_fallbacks_total summed over every instance, of one reason or all; None if absent."""
     total, found = 0.0, False
+    prefix = "credits_replica_fallbacks_total" + (f'{{reason="{reason}"}}' if reason else "")
     for base in instances():
         for line in requests.get(base + "/metrics", timeout=10).text.splitlines():
-            if line.startswith("credits_replica_fallbacks_total"):
+            if line.startswith(prefix):
                 total += float(line.rsplit(" ", 1)[1])
                 found = True
     return total if found else None
@@ -435,12 +439,41 @@ def replica_up_phase(api):
     proof("reads from the replica", lambda: reads_from_the_replica(api))
 
 
+def reads_while_lagging(api):
+    """A grant made while the replica's replay is paused: once it is more than
+    REPLICA_MAX_LAG_SECONDS behind, the grant listing still shows the new grant (the primary's)."""
+    max_lag = float(setting("CLUSTER_REPLICA_MAX_LAG"))
+    with psycopg.connect(setting("CLUSTER_REPLICA_DSN"), autocommit=True) as replica:
+        replica.execute("select pg_wal_replay_pause()")
+        try:
+            grant = api.ok("POST", f"/api/admin/clients/{GRANTS}/credits",
+                           body={"action": "grant", "amount": 1, "reason": "made while the replica lags"})
+            time.sleep(max_lag + 1.5)
+            lag = replica.execute("select extract(epoch from now() - pg_last_xact_replay_timestamp())").fetchone()[0]
+            status = replica_status(api, "lagging")
+            before = fallbacks("lagging") or 0
+            newest = api.ok("GET", f"/api/admin/clients/{GRANTS}/grants?limit=1", expected=(200,))["items"][0]
+            after = fallbacks("lagging")
+        finally:
+            replica.execute("select pg_wal_replay_resume()")
+    expect(newest["id"] == grant["grantId"], f"the grant listing's newest is {newest['id']}, not the new {grant['grantId']}")
+    expect(after is not None and after > before, f"credits_replica_fallbacks_total{{reason=lagging}} stayed at {after}")
+    back = replica_status(api, "ok")
+    return (f"replay paused, {float(lag):.1f} s behind: {status}; the grant listing showed grant "
+            f"{grant['grantId']} from the primary, lagging fallbacks {before:g} -> {after:g}; replay resumed: {back}")
+
+
+def replica_lag_phase(api):
+    proof("replica behind: its reads go to the primary", lambda: reads_while_lagging(api))
+
+
 def replica_down_phase(api):
     proof("replica down, still ready", lambda: replica_status(api, "unavailable"))
     proof("reads fall back to the primary", lambda: reads_fall_back(api))
 
 
-PHASES = {"load": load_phase, "replica-up": replica_up_phase, "replica-down": replica_down_phase}
+PHASES = {"load": load_phase, "replica-up": replica_up_phase, "replica-lag": replica_lag_phase,
+          "replica-down": replica_down_phase}
 
 if __name__ == "__main__":
     PHASES[setting("CLUSTER_PHASE")](Api())

@@ -3,9 +3,14 @@
 Every test that takes `client` runs once on SQLite and, when TEST_DATABASE_URL is set,
 once more on PostgreSQL (a database created for this run and dropped after it).
 Migrations build the schema; every table is emptied between tests.
+
+TEST_DATABASE_POOLER=pgbouncer says TEST_DATABASE_URL goes through PgBouncer in transaction
+mode; every statement of every test is checked for what would need a server session to last
+beyond its transaction (see SESSION_BOUND).
 """
 
 import os
+import re
 import threading
 import uuid
 from contextlib import contextmanager
@@ -14,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 from flask_migrate import upgrade
-from sqlalchemy import event, make_url, text
+from sqlalchemy import Engine, event, make_url, text
 
 from credits_service import create_app
 from credits_service import services
@@ -23,6 +28,36 @@ from credits_service.config import TestConfig
 from credits_service.extensions import db
 
 BACKENDS = ["sqlite", "postgresql"] if os.environ.get("TEST_DATABASE_URL") else ["sqlite"]
+POOLER = os.environ.get("TEST_DATABASE_POOLER", "none")
+if POOLER != "none":
+    os.environ["DATABASE_POOLER"] = POOLER  # the servers the integration tests start, too
+
+# Behind a pooler in transaction mode, the next transaction may run on another server session:
+# session advisory locks, SET without LOCAL, set_config(..., false), LISTEN and WITH HOLD
+# cursors would all be left behind on the old one.
+SESSION_BOUND = re.compile(
+    r"pg_(try_)?advisory_lock(_shared)?\s*\(|\A\s*SET\s+(?!LOCAL\b)|\A\s*LISTEN\b|\bWITH\s+HOLD\b"
+    r"|set_config\s*\([^)]*,\s*false\s*\)",
+    re.IGNORECASE,
+)
+_session_bound_statements: list[str] = []
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _note_session_bound(_connection, _cursor, statement, *_args) -> None:
+    if SESSION_BOUND.search(statement):
+        _session_bound_statements.append(statement)
+
+
+@pytest.fixture(autouse=True)
+def nothing_session_bound():
+    """Fails a test whose SQL (any engine's) would break behind PgBouncer in transaction mode."""
+    _session_bound_statements.clear()
+    yield
+    assert not _session_bound_statements, (
+        "SQL that needs a server session beyond its transaction (breaks behind PgBouncer): "
+        + " | ".join(_session_bound_statements)
+    )
 
 
 def pytest_unconfigure(config):
@@ -65,9 +100,12 @@ def make_postgres_database(postgres_server_url):
 
 
 def dispose_engines(app) -> None:
-    """Close the pooled connections of app's engine."""
+    """Close the pooled connections of app's engines (the replica's too)."""
     with app.app_context():
         db.engine.dispose()
+    replica = app.extensions["read_replica"].engine
+    if replica is not None:
+        replica.dispose()
 
 
 @contextmanager
@@ -91,7 +129,8 @@ def every_statement(app, record):
 
 
 def config_for(database_url: str, **overrides) -> type[TestConfig]:
-    return type("Config", (TestConfig,), {"SQLALCHEMY_DATABASE_URI": database_url, **overrides})
+    return type("Config", (TestConfig,), {"SQLALCHEMY_DATABASE_URI": database_url, "DATABASE_POOLER": POOLER,
+                                          **overrides})
 
 
 def migrated(database_url: str) -> None:
@@ -266,6 +305,9 @@ class Api:
 
     def delete(self, path, **kwargs):
         return self.request("DELETE", path, **kwargs)
+
+    def patch(self, path, **kwargs):
+        return self.request("PATCH", path, **kwargs)
 
     def create_client(self, client_id="acme", name="Acme Corp", **extra):
         response = self.post("/api/admin/clients", json={"id": client_id, "name": name, **extra})

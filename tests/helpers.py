@@ -5,6 +5,8 @@ participle (consumed, granted) asserts the call succeeded and returns its JSON a
 Every request goes through conftest's Api, so on client "acme" with the role's key unless told.
 """
 
+from prometheus_client.parser import text_string_to_metric_families
+
 
 def succeeded(response, status=200):
     """The JSON answer of a response that has this status (the body is shown when it has not)."""
@@ -99,3 +101,19 @@ def refund(api, count, month=None, client_id="acme", idempotency_key="refund-1",
 def usage_months(api, client_id="acme", query=""):
     """The usage history's months (GET /api/admin/clients/<id>/usage)."""
     return succeeded(api.get(f"/api/admin/clients/{client_id}/usage{query}", key="read"))["items"]
+
+
+def scrape(client) -> dict[tuple[str, tuple], float]:
+    """{(sample name, sorted labels): value} from /metrics."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.get_data(as_text=True))
+        for sample in family.samples
+    }
+
+
+def value(samples, name, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)

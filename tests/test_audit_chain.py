@@ -378,8 +378,9 @@ WRONG_TYPE = "has a field of the wrong type"
     ('{"clientId": 7, "entryCount": 3, "hash": "' + "a" * 64 + '"}', WRONG_TYPE),
     ('{"clientId": "acme", "entryCount": 3, "hash": null}', WRONG_TYPE),
     ('{"clientId": "acme", "entryCount": -1, "hash": "' + "a" * 64 + '"}', WRONG_TYPE),
+    ('{"clientId": "acme", "entryCount": true, "hash": "' + "a" * 64 + '"}', WRONG_TYPE),
 ], ids=["cut-short", "not-json", "not-an-object", "no-hash", "no-client-id", "count-as-text", "numeric-client-id",
-        "null-hash", "negative-count"])
+        "null-hash", "negative-count", "count-as-boolean"])
 def test_a_bad_anchor_file_is_a_usage_error_naming_its_line(chains, runner, tmp_path, line, problem):
     anchor = heads_file(runner, tmp_path)
     heads = anchor.read_text()
@@ -389,6 +390,14 @@ def test_a_bad_anchor_file_is_a_usage_error_naming_its_line(chains, runner, tmp_
     assert_cli_refusal(result, 2, f"line 4 {problem}")
     assert "--against" in result.output
     assert "Audit log" not in result.output  # refused before anything was verified
+
+
+def test_an_anchor_file_that_is_not_utf8_is_a_usage_error(chains, runner, tmp_path):
+    anchor = heads_file(runner, tmp_path)
+    anchor.write_bytes(anchor.read_bytes() + b'{"clientId": "\xff"}\n')
+    result = verify(runner, "--against", str(anchor))
+    assert_cli_refusal(result, 2, "is not UTF-8 text")
+    assert "Audit log" not in result.output
 
 
 def test_a_missing_anchor_file_is_a_usage_error(chains, runner, tmp_path):

@@ -43,6 +43,17 @@ OPERATIONS = {
     ("post", "/api/clients/{client_id}/storage"): ("/api/clients/acme/storage", {"deltaBytes": 1000}, "service"),
     ("put", "/api/admin/clients/{client_id}/storage"): (
         "/api/admin/clients/acme/storage", {"usedBytes": 5, "reason": "inventory"}, "write"),
+    ("post", "/api/admin/webhooks"): (
+        "/api/admin/webhooks", {"url": "http://127.0.0.1:9/hooks", "events": ["*"]}, "write"),
+    ("get", "/api/admin/webhooks"): ("/api/admin/webhooks", None, "read"),
+    ("get", "/api/admin/webhooks/{endpoint_id}"): ("/api/admin/webhooks/1", None, "read"),
+    ("patch", "/api/admin/webhooks/{endpoint_id}"): ("/api/admin/webhooks/1", {"description": "d"}, "write"),
+    ("delete", "/api/admin/webhooks/{endpoint_id}"): ("/api/admin/webhooks/1", None, "write"),
+    ("post", "/api/admin/webhooks/{endpoint_id}/rotate-secret"): ("/api/admin/webhooks/1/rotate-secret", None, "write"),
+    ("post", "/api/admin/webhooks/{endpoint_id}/ping"): ("/api/admin/webhooks/1/ping", None, "write"),
+    ("get", "/api/admin/webhooks/{endpoint_id}/deliveries"): ("/api/admin/webhooks/1/deliveries", None, "read"),
+    ("post", "/api/admin/webhooks/{endpoint_id}/deliveries/{delivery_id}/retry"): (
+        "/api/admin/webhooks/1/deliveries/1/retry", None, "write"),
 }
 # The operations anyone may call: probes and metrics, without a key.
 UNGUARDED = {("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics")}
@@ -53,7 +64,9 @@ ROUTE_IDS = [f"{method} {path}" for method, path, _, _ in ROUTES]
 ADMIN_ROUTES = [route for route in ROUTES if route[1].startswith("/api/admin/")]
 ADMIN_WRITE_ROUTES = [route for route in ADMIN_ROUTES if route[3] == "write"]
 ADMIN_READ_ROUTES = [route for route in ADMIN_ROUTES if route[3] == "read"]
-SUCCESS = {"POST /api/admin/clients": 201, "DELETE /api/admin/clients/acme": 204, "POST /api/clients/acme/holds": 201}
+SUCCESS = {"POST /api/admin/clients": 201, "DELETE /api/admin/clients/acme": 204, "POST /api/clients/acme/holds": 201,
+           "POST /api/admin/webhooks": 201, "DELETE /api/admin/webhooks/1": 204,
+           "POST /api/admin/webhooks/1/ping": 202, "POST /api/admin/webhooks/1/deliveries/1/retry": 202}
 # What every refusal must leave as it was, read with the write key.
 STATE = ["/api/admin/clients", "/api/admin/clients/acme/quota", "/api/admin/clients/acme/audit-log",
          "/api/admin/clients/acme/grants", "/api/admin/clients/acme/usage", "/api/admin/audit-log",
@@ -61,11 +74,18 @@ STATE = ["/api/admin/clients", "/api/admin/clients/acme/quota", "/api/admin/clie
 
 
 @pytest.fixture
-def acme(api):
-    """The client the matrix works on, with a generation consumed (for the refund) and hold 1 open."""
+def acme(api, app):
+    """The client the matrix works on, with a generation consumed (for the refund) and hold 1 open,
+    and webhook endpoint 1 with delivery 1 failed (for the retry)."""
     client = api.create_client("acme", "Acme Corp")
     succeeded(api.post("/api/clients/acme/usage", json={"count": 1}, key="service"))
     assert succeeded(api.post("/api/clients/acme/holds", json={"count": 1}, key="service"), 201)["holdId"] == 1
+    assert succeeded(api.post("/api/admin/webhooks", json={"url": "http://127.0.0.1:9/hooks", "events": ["*"]}),
+                     201)["id"] == 1
+    assert succeeded(api.post("/api/admin/webhooks/1/ping"), 202)["id"] == 1
+    with app.app_context():
+        db.session().execute(text("UPDATE webhook_deliveries SET status = 'failed' WHERE id = 1"))
+        db.session().commit()
     return client
 
 

@@ -152,6 +152,14 @@ def test_valid_values_are_parsed(environment):
         "HOLDS_MAX_OPEN": "20",
         "HOLD_SWEEP_INTERVAL_SECONDS": "0",
         "HOLD_SWEEP_BATCH": "50",
+        "WEBHOOK_THRESHOLDS": "50, 90,100",
+        "WEBHOOK_RETRY_SCHEDULE": "1,1,1",
+        "WEBHOOK_TIMEOUT_SECONDS": "3",
+        "WEBHOOK_RETENTION_HOURS": "24",
+        "WEBHOOK_PURGE_INTERVAL_SECONDS": "0",
+        "DATABASE_POOLER": " PgBouncer",
+        "DATABASE_REPLICA_URL": "postgres://reader:pw@127.0.0.2:5432/credits",
+        "REPLICA_MAX_LAG_SECONDS": "2",
     }
     for name, value in values.items():
         environment.setenv(name, value)
@@ -184,7 +192,16 @@ def test_valid_values_are_parsed(environment):
         "HOLDS_MAX_OPEN": 20,
         "HOLD_SWEEP_INTERVAL_SECONDS": 0,
         "HOLD_SWEEP_BATCH": 50,
+        "WEBHOOK_THRESHOLDS": (50, 90, 100),
+        "WEBHOOK_RETRY_SCHEDULE": (1, 1, 1),
+        "WEBHOOK_TIMEOUT_SECONDS": 3,
+        "WEBHOOK_RETENTION_HOURS": 24,
+        "WEBHOOK_PURGE_INTERVAL_SECONDS": 0,
+        "DATABASE_POOLER": "pgbouncer",
+        "DATABASE_REPLICA_URL": "postgresql+psycopg://reader:pw@127.0.0.2:5432/credits",
+        "REPLICA_MAX_LAG_SECONDS": 2,
     }
+    assert config["SQLALCHEMY_ENGINE_OPTIONS"]["connect_args"]["prepare_threshold"] is None
 
 
 def test_every_bad_variable_gets_its_own_line(environment):
@@ -203,3 +220,10 @@ def test_a_storage_whose_client_is_not_installed_is_refused(environment):
     environment.setenv("RATELIMIT_STORAGE_URI", "memcached://127.0.0.1:11211")
     with pytest.raises(ConfigurationError, match="RATELIMIT_STORAGE_URI='memcached://127.0.0.1:11211' needs the Python package pymemcache"):
         create_app()
+
+
+def test_every_setting_has_its_row_in_the_configuration_guide():
+    rows = {line.split("`")[1] for line in (ROOT / "docs" / "configuration.md").read_text().splitlines()
+            if line.startswith("| `")}
+    gunicorn_only = {"PORT", "WEB_CONCURRENCY", "WEB_THREADS", "PROMETHEUS_MULTIPROC_DIR"}
+    assert rows == {setting.name for setting in SETTINGS} | gunicorn_only

@@ -30,7 +30,9 @@ def compose():
 
 
 def web_services(compose):
-    return {name: service for name, service in compose["services"].items() if service.get("build")}
+    """The services that serve HTTP: built from the Dockerfile, on its default command."""
+    return {name: service for name, service in compose["services"].items()
+            if service.get("build") and "command" not in service}
 
 
 def seconds(duration: str) -> int:
@@ -41,7 +43,7 @@ def seconds(duration: str) -> int:
 def test_compose_runs_the_service_against_postgresql_and_redis(compose):
     services = compose["services"]
     webs = web_services(compose)
-    assert set(services) == {"db", "redis", *webs} and webs
+    assert set(services) == {"db", "redis", "webhooks", *webs} and webs
     database = services["db"]["environment"]
     for name, web in webs.items():
         env = web["environment"]
@@ -98,6 +100,17 @@ def test_the_image_pins_its_base_and_its_build_tools():
     assert "--no-build-isolation" in dockerfile  # the project's build backend comes from that lock, not the index
     build = (ROOT / "requirements" / "build.txt").read_text()
     assert re.search(r"^setuptools==[\d.]+ \\\n\s+--hash=sha256:[0-9a-f]{64}", build, re.MULTILINE)
+
+
+def test_compose_runs_the_webhook_worker_from_the_same_image(compose):
+    worker = compose["services"]["webhooks"]
+    first = sorted(web_services(compose))[0]
+    assert worker["command"] == ["/app/boot.sh", "worker"]
+    assert worker["image"] == compose["services"][first]["image"]
+    assert worker["environment"]["DATABASE_URL"] == compose["services"][first]["environment"]["DATABASE_URL"]
+    assert worker["depends_on"][first] == {"condition": "service_healthy"}  # it never migrates
+    boot = (ROOT / "boot.sh").read_text()
+    assert 'if [ "${1:-}" = worker ]; then\n    exec flask --app app webhooks deliver\nfi' in boot
 
 
 def test_compose_instances_migrate_one_at_a_time(compose):

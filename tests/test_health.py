@@ -5,9 +5,9 @@ import time
 from contextlib import contextmanager
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import assert_error, config_for, dispose_engines, make_key
+from helpers import scrape, value
 from credits_service import create_app
 from helpers import consume, consumed, grant, granted, set_limit
 from integration.servers import free_port
@@ -28,22 +28,6 @@ def own_client(database_url: str, **settings):
         yield app.test_client()
     finally:
         dispose_engines(app)
-
-
-def scrape(client) -> dict[tuple[str, tuple], float]:
-    """{(sample name, sorted labels): value} from /metrics."""
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response.mimetype == "text/plain"
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.get_data(as_text=True))
-        for sample in family.samples
-    }
-
-
-def value(samples, name, **labels) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def test_healthz_is_ok_without_a_key(client):

@@ -128,8 +128,10 @@ def test_capturing_nothing_is_a_release_in_effect(api, acme):
 
 def test_capturing_more_than_the_hold_is_refused_and_changes_nothing(api, acme):
     placed = held(api, 3)
-    body = assert_error(resolve(api, placed["holdId"], "capture", count=4), 400, "count")
-    assert body["fields"]["count"] == ["Must be at most 3, the hold's count."]
+    response = resolve(api, placed["holdId"], "capture", count=4)
+    assert response.status_code == 409
+    assert response.get_json() == {"status": "held", "error": f"Hold {placed['holdId']} holds 3; 4 cannot be captured"
+                                                              " from it: capture at most 3. Nothing changed."}
     assert figures(api) == (0, 3, 7)
     assert succeeded(api.get(f"{HOLDS}/{placed['holdId']}", key="read"))["status"] == "held"
 

@@ -94,7 +94,8 @@ class TestRateLimited:
 # the key test hears everything every one of them says.
 LIBRARY_LOGGERS = ("sqlalchemy", "werkzeug", "flask-limiter", "limits", "flask_httpauth", "alembic")
 
-PATH_VALUES = {"client_id": "acme", "hold_id": "1", "path": "index.html", "filename": "missing.css"}
+PATH_VALUES = {"client_id": "acme", "hold_id": "1", "endpoint_id": "1", "delivery_id": "1", "path": "index.html",
+               "filename": "missing.css"}
 # A body each route accepts, so that every route also runs to its end; other methods send {}.
 BODIES = {
     ("POST", "/api/admin/clients"): {"id": "beta", "name": "Beta"},

@@ -13,7 +13,8 @@ from credits_service import create_app
 from credits_service.extensions import db
 
 TABLES = {"api_keys", "clients", "quota_limits", "usage_records", "credit_audit_log", "audit_heads",
-          "idempotency_keys", "credit_grants", "audit_actions", "holds", "refunds"}
+          "idempotency_keys", "credit_grants", "audit_actions", "holds", "refunds",
+          "webhook_endpoints", "webhook_events", "webhook_deliveries", "usage_thresholds"}
 
 
 def schema_diff(app):

@@ -33,6 +33,15 @@ ROLES = {
     ("get", "/api/admin/clients/{client_id}/refunds"): ["read"],
     ("post", "/api/clients/{client_id}/storage"): ["service"],
     ("put", "/api/admin/clients/{client_id}/storage"): ["write"],
+    ("post", "/api/admin/webhooks"): ["write"],
+    ("get", "/api/admin/webhooks"): ["read"],
+    ("get", "/api/admin/webhooks/{endpoint_id}"): ["read"],
+    ("patch", "/api/admin/webhooks/{endpoint_id}"): ["write"],
+    ("delete", "/api/admin/webhooks/{endpoint_id}"): ["write"],
+    ("post", "/api/admin/webhooks/{endpoint_id}/rotate-secret"): ["write"],
+    ("post", "/api/admin/webhooks/{endpoint_id}/ping"): ["write"],
+    ("get", "/api/admin/webhooks/{endpoint_id}/deliveries"): ["read"],
+    ("post", "/api/admin/webhooks/{endpoint_id}/deliveries/{delivery_id}/retry"): ["write"],
 }
 EVERY_ROUTE = {"401", "403", "429", "503"}
 JSON_BODY = {"400", "413", "415"}
@@ -60,6 +69,15 @@ STATUSES = {
     ("get", "/api/admin/clients/{client_id}/refunds"): {"200", "400", "404"},
     ("post", "/api/clients/{client_id}/storage"): {"200", "402", "404", "409", "422"} | JSON_BODY,
     ("put", "/api/admin/clients/{client_id}/storage"): {"200", "404"} | JSON_BODY,
+    ("post", "/api/admin/webhooks"): {"201"} | JSON_BODY,
+    ("get", "/api/admin/webhooks"): {"200", "400"},
+    ("get", "/api/admin/webhooks/{endpoint_id}"): {"200", "404"},
+    ("patch", "/api/admin/webhooks/{endpoint_id}"): {"200", "404"} | JSON_BODY,
+    ("delete", "/api/admin/webhooks/{endpoint_id}"): {"204", "404"},
+    ("post", "/api/admin/webhooks/{endpoint_id}/rotate-secret"): {"200", "404"},
+    ("post", "/api/admin/webhooks/{endpoint_id}/ping"): {"202", "404", "409"},
+    ("get", "/api/admin/webhooks/{endpoint_id}/deliveries"): {"200", "400", "404"},
+    ("post", "/api/admin/webhooks/{endpoint_id}/deliveries/{delivery_id}/retry"): {"202", "404", "409"},
 }
 
 
@@ -189,6 +207,7 @@ def test_the_generated_python_client_types_every_request_body(spec, tmp_path):
         "post_api_clients_client_id_holds", "post_api_clients_client_id_holds_hold_id_capture",
         "post_api_clients_client_id_holds_hold_id_release", "post_api_clients_client_id_usage_refunds",
         "post_api_clients_client_id_storage", "put_api_admin_clients_client_id_storage",
+        "post_api_admin_webhooks", "patch_api_admin_webhooks_endpoint_id",
     }
     untyped = {name: types for name, types in bodies.items() if any(re.search(r"\bAny\b", t) for t in types)}
     assert untyped == {}

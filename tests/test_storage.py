@@ -161,3 +161,15 @@ def test_an_invalid_reconciliation_is_400_and_audits_nothing(api, acme, body):
     before = audit_log(api)
     assert_error(api.put("/api/admin/clients/acme/storage", json=body), 400)
     assert audit_log(api) == before
+
+
+def test_no_level_passes_an_exabyte_even_unlimited(api, acme):
+    set_quota(api, -1)
+    assert_error(api.put("/api/admin/clients/acme/storage", json={"usedBytes": 10**18 + 1, "reason": "r"}), 400,
+                 "usedBytes")
+    succeeded(api.put("/api/admin/clients/acme/storage", json={"usedBytes": 10**18, "reason": "r"}))
+    refused = move(api, 1)
+    assert refused.status_code == 402
+    assert refused.get_json()["error"].startswith("Not enough storage: 1 bytes to add would pass "
+                                                  "1,000,000,000,000,000,000 bytes")
+    assert moved(api, -1)["usedBytes"] == 10**18 - 1

@@ -68,6 +68,20 @@ def test_counts_accumulate(api):
     assert used_this_month(api) == 16
 
 
+@pytest.mark.parametrize("limit", [26_843_546, 2_147_483_647])
+def test_a_month_begins_under_the_largest_limits(api, clock, limit):
+    """The first consumption of a month (no row for it yet) weighs the count against each usage
+    threshold of the limit: 80 % of these limits is past a 32-bit integer."""
+    api.create_client()
+    set_limit(api, limit)
+    clock.advance(days=31)  # a month nothing has touched yet
+    quota_status(api)  # the key checked and cached: on PostgreSQL the consumption is then one statement
+    first = consumed(api, 3)
+    assert first["month"] != MONTH
+    assert (first["generationCount"], first["limit"], first["remaining"]) == (3, limit, limit - 3)
+    assert consumed(api, 2)["generationCount"] == 5
+
+
 def test_exactly_reaching_the_limit_is_allowed(api):
     api.create_client()
     response = consume(api, FREE_LIMIT)

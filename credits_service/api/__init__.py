@@ -79,7 +79,20 @@ def actor() -> str:
 
 def init_app(app: Flask) -> None:
     """Every resource's blueprint, the OpenAPI document at /openapi.json and Swagger UI at /docs."""
-    from . import audit, clients, credits, grants, health, holds, quotas, refunds, storage, usage, usage_history
+    from . import (
+        audit,
+        clients,
+        credits,
+        grants,
+        health,
+        holds,
+        quotas,
+        refunds,
+        storage,
+        usage,
+        usage_history,
+        webhooks,
+    )
 
     app.url_map.converters["client_id"] = ClientIdConverter
     api = CreditsApi(app)
@@ -89,6 +102,7 @@ def init_app(app: Flask) -> None:
     for admin_resource in (refunds, storage):
         api.register_blueprint(admin_resource.admin_blp, url_prefix="/api/admin/clients")
     api.register_blueprint(audit.search_blp, url_prefix="/api/admin/audit-log")
+    api.register_blueprint(webhooks.blp, url_prefix="/api/admin/webhooks")
     for platform_resource in (usage, holds, refunds, storage):
         api.register_blueprint(platform_resource.blp, url_prefix="/api/clients")
     api.register_blueprint(health.blp)

@@ -1,12 +1,12 @@
 """The append-only credit audit log: one client's, a search across clients, and an export."""
 
 from flask import Response, current_app, request, url_for
+from sqlalchemy.orm import Session
 
 from .. import services
 from ..audit.export import MEDIA_TYPES, export_chunks, filename
 from ..audit.reader import AuditFilter
 from ..auth import admin_read, export_read
-from ..extensions import db
 from ..schemas.audit import (
     AuditExportQuerySchema,
     AuditLogPageSchema,
@@ -37,7 +37,7 @@ def list_audit_log(query, client_id):
 @search_blp.response(200, AuditSearchPageSchema)
 def search_audit_log(query):
     """Entries of every client newest first, filtered; nextBefore is null on the last page."""
-    return services.audit_log().search(AuditFilter.of(query), query["limit"], query.get("before"))
+    return services.audit_log(replica=True).search(AuditFilter.of(query), query["limit"], query.get("before"))
 
 
 @search_blp.route("/export", methods=["GET"])
@@ -57,11 +57,14 @@ def export_audit_log(query):
     (RATE_LIMIT_EXPORT) applies besides the read one."""
     export_format = query["format"]
     audit_filter = AuditFilter.of(query)
-    window = services.audit_log().export_window(audit_filter, query.get("before"),
-                                                current_app.config["EXPORT_MAX_ROWS"])
+    # The window and its rows come from one database: the replica while it is fresh, else the primary.
+    engine = services.read_engine()
+    with Session(engine) as session:
+        window = services.audit_log(session=session).export_window(audit_filter, query.get("before"),
+                                                                   current_app.config["EXPORT_MAX_ROWS"])
     headers = {"Content-Disposition": f'attachment; filename="{filename(export_format, current_app.config["CLOCK"]())}"'}
     if window.last_id is not None:
         following = url_for(request.endpoint, **{**request.args.to_dict(flat=False), "before": window.last_id})
         headers["Link"] = f'<{following}>; rel="next"'
-    return Response(export_chunks(db.engine, audit_filter, export_format, window),
+    return Response(export_chunks(engine, audit_filter, export_format, window),
                     mimetype=MEDIA_TYPES[export_format], headers=headers)

@@ -25,7 +25,7 @@ def create_client(body):
 @blp.response(200, ClientPageSchema)
 def list_clients(query):
     """List clients, oldest first; nextOffset is null on the last page."""
-    return services.clients().list_clients(query["limit"], query["offset"])
+    return services.clients(replica=True).list_clients(query["limit"], query["offset"])
 
 
 @blp.route("/<client_id:client_id>", methods=["GET"])

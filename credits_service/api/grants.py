@@ -14,6 +14,6 @@ blp = Blueprint("grants", __name__, description="Every credit grant, with its sc
 @blp.response(200, GrantPageSchema)
 def list_grants(query, client_id):
     """Grants newest first, optionally of one scope and/or status (active, expired, voided)."""
-    return services.grants().list_grants(
+    return services.grants(replica=True).list_grants(
         client_id, query["limit"], query["offset"], query.get("scope"), query.get("status")
     )

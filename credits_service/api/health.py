@@ -1,8 +1,9 @@
 """Health, readiness and metrics for the orchestrator and the dashboards: no key, no rate limit."""
 
 from flask import current_app
+from sqlalchemy.exc import SQLAlchemyError
 
-from .. import metrics
+from .. import metrics, services
 from ..auth import metrics_guard
 from ..errors import NotReady
 from ..extensions import limiter
@@ -42,6 +43,10 @@ def readyz():
     "401": "UNAUTHORIZED",
 })
 def metrics_text():
-    """Request counts and latencies by route template, and the domain counters. Open unless
-    METRICS_TOKEN is set; then it needs that token as a bearer token."""
-    return metrics.exposition()
+    """Request counts and latencies by route template, the domain counters, and the webhook
+    deliveries' state. Open unless METRICS_TOKEN is set; then it needs that token as a bearer token."""
+    try:
+        from_database = metrics.webhook_families(services.webhooks().delivery_stats())
+    except SQLAlchemyError:  # metrics are how an outage is seen: they answer without the database
+        from_database = []
+    return metrics.exposition(from_database)

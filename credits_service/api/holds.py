@@ -19,7 +19,8 @@ from .idempotency import idempotent
 
 blp = Blueprint("holds", __name__, description="Credits reserved while a generation runs, captured or released once.")
 
-RESOLVED = "The hold is already captured, released or expired (its status says which); nothing changed."
+RESOLVED = ("The hold is already captured, released or expired (its status says which), or a capture asks for"
+            " more than the hold (status held); nothing changed.")
 # A hold's id as the path names it: a positive 64-bit integer; anything else is a 404 before any query.
 HOLD = "<client_id:client_id>/holds/<int(min=1, max=9223372036854775807):hold_id>"
 

@@ -3,7 +3,12 @@
 from .. import services
 from ..auth import admin_read, service_write
 from ..schemas.common import PageQuerySchema
-from ..schemas.refunds import RefundConflictSchema, RefundCreateSchema, RefundPageSchema, RefundResultSchema
+from ..schemas.refunds import (
+    RefundConflictSchema,
+    RefundCreateSchema,
+    RefundPageSchema,
+    RefundResultSchema,
+)
 from . import Blueprint, actor
 from .idempotency import idempotent
 
@@ -30,4 +35,4 @@ def refund_usage(body, client_id, idempotency):
 @admin_blp.response(200, RefundPageSchema)
 def list_refunds(query, client_id):
     """The client's refunds, newest first; nextOffset is null on the last page."""
-    return services.refunds().list(client_id, query["limit"], query["offset"])
+    return services.refunds(replica=True).list(client_id, query["limit"], query["offset"])

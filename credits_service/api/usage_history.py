@@ -15,4 +15,4 @@ blp = Blueprint("usage_history", __name__, description="Generations used and gra
 def usage_history(query, client_id):
     """Each month from..to that had usage or month-grants, oldest first (default: the last 12 months);
     400 when from is after to or the range is over 120 months."""
-    return services.consumption().usage_history(client_id, query.get("from_month"), query.get("to_month"))
+    return services.consumption(replica=True).usage_history(client_id, query.get("from_month"), query.get("to_month"))

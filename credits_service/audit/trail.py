@@ -1,5 +1,6 @@
 """Appending to a client's audit chain, always inside the transaction of the change it records."""
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -7,8 +8,14 @@ from sqlalchemy import Sequence, func, insert, select
 from sqlalchemy.orm import Session
 
 from ..models import AuditHead, CreditAuditLog
+from ..transactions import upsert_for
 from .chain import GENESIS, canonical_entry, chain_hash, to_milliseconds
 from .keys import AuditKeys
+
+# Chains of admin acts that belong to no client, by ids no client id can take ("#"), with the
+# key of the transaction-level advisory lock that serialises their writers on PostgreSQL.
+WEBHOOKS_CHAIN = "#webhooks"
+SYSTEM_CHAINS = {WEBHOOKS_CHAIN: 0x77656268_6F6F6B73}  # "webhooks"
 
 
 def _next_entry_id(dialect: str):
@@ -55,3 +62,20 @@ class AuditTrail:
             previous_hash=previous_hash, hash=entry_hash, key_id=key_id,
         ))
         return entry_id
+
+    def append_to_system_chain(self, chain_id: str, actor: str, action: str, details: dict[str, Any],
+                               previous: dict[str, Any] | None, new: dict[str, Any] | None, now: datetime) -> int:
+        """append for a chain of no client (SYSTEM_CHAINS): no quota row to lock, so its writers take
+        the chain's advisory lock (PostgreSQL; SQLite's writers are serial), and its head is made
+        on its first entry."""
+        dialect = self.session.get_bind().dialect.name
+        if dialect == "postgresql":
+            self.session.execute(select(func.pg_advisory_xact_lock(SYSTEM_CHAINS[chain_id])))
+        self.session.execute(upsert_for(dialect)(AuditHead).values(
+            client_id=chain_id, entry_count=0, last_entry_id=None, hash=GENESIS, updated_at=to_milliseconds(now),
+        ).on_conflict_do_nothing(index_elements=[AuditHead.client_id]))
+
+        def text(value):
+            return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+        return self.append(chain_id, actor, action, details, text(previous), text(new), now)

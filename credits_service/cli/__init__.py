@@ -1,4 +1,4 @@
-"""`flask keys|audit|idempotency|holds|db ...`: commands built from services/, never from the HTTP layer."""
+"""`flask keys|audit|idempotency|holds|webhooks|db ...`: commands built from services/, never from the HTTP layer."""
 
 from flask import Flask
 
@@ -9,6 +9,7 @@ def init_app(app: Flask) -> None:
     from .holds import holds_cli
     from .idempotency import idempotency_cli
     from .keys import keys_cli
+    from .webhooks import webhooks_cli
 
-    for group in (keys_cli, audit_cli, idempotency_cli, holds_cli, MigrationsGroup(app)):
+    for group in (keys_cli, audit_cli, idempotency_cli, holds_cli, webhooks_cli, MigrationsGroup(app)):
         app.cli.add_command(group)

@@ -6,8 +6,10 @@ import time
 from contextlib import nullcontext
 
 import click
+from flask import current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
+from sqlalchemy.orm import Session
 
 from .. import services
 from ..audit.export import export_chunks
@@ -32,7 +34,12 @@ def audit_heads() -> None:
 
 def _read_anchors(file) -> list[Anchor]:
     anchors = []
-    for number, line in enumerate(file, start=1):
+    try:
+        lines = file.read().splitlines()
+    except UnicodeDecodeError:
+        raise click.BadParameter("is not UTF-8 text: give a file written by `flask audit heads`",
+                                 param_hint="--against") from None
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -42,7 +49,8 @@ def _read_anchors(file) -> list[Anchor]:
             raise click.BadParameter(f"line {number} is not a head written by `flask audit heads` ({error})",
                                      param_hint="--against") from None
         if not (isinstance(anchor.client_id, str) and isinstance(anchor.entry_count, int)
-                and isinstance(anchor.hash, str) and anchor.entry_count >= 0):
+                and not isinstance(anchor.entry_count, bool) and isinstance(anchor.hash, str)
+                and anchor.entry_count >= 0):
             raise click.BadParameter(f"line {number} has a field of the wrong type", param_hint="--against")
         anchors.append(anchor)
     return anchors
@@ -52,14 +60,19 @@ def _read_anchors(file) -> list[Anchor]:
 @click.option("--client", "client_id", default=None, help="Only this client's chain.")
 @click.option("--against", type=click.File("r", encoding="utf-8"), default=None,
               help="Heads saved earlier by `flask audit heads`: also catch a chain rolled back since.")
-def audit_verify(client_id: str | None, against) -> None:
+@click.option("--replica", "on_replica", is_flag=True,
+              help="Read the log from DATABASE_REPLICA_URL, sparing the primary.")
+def audit_verify(client_id: str | None, against, on_replica: bool) -> None:
     """Recompute every audit chain and check it against the stored heads.
 
     Exits 0 with a one-line summary when all is intact; exits 1 with one line per broken
     client naming the first bad entry.
     """
     anchors = _read_anchors(against) if against else []
-    verifier = services.audit_verifier()
+    replica = current_app.extensions["read_replica"]
+    if on_replica and replica.engine is None:
+        raise click.UsageError("--replica needs DATABASE_REPLICA_URL to be set.")
+    verifier = services.audit_verifier(Session(replica.engine) if on_replica else None)
     started = time.monotonic()
     if sys.stdout.isatty():
         bar = click.progressbar(length=verifier.count_entries(client_id), label="Verifying audit chains")

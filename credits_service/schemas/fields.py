@@ -3,6 +3,7 @@
 from datetime import UTC
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow.validate import Length
 
 from ..months import iso_utc
 
@@ -40,6 +41,17 @@ class StrictInteger(fields.Integer):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+class StrictBoolean(fields.Boolean):
+    """A JSON true or false and nothing else: not 0, 1, "yes" or "false"."""
+
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
 class FullMatch(validate.Regexp):
     """Regexp over the whole string: a trailing newline does not slip past "$"."""
 
@@ -61,9 +73,10 @@ class Text(fields.String):
     default_error_messages = {"surrogate": "Must not contain unpaired surrogates."}
 
     def __init__(self, *, max_length: int, min_length: int = 0, pattern=NO_NUL,
-                 pattern_error="Must not contain NUL characters.", **kwargs):
-        self.length = validate.Length(min=min_length or None, max=max_length)
-        super().__init__(validate=[self.length, FullMatch(pattern, error=pattern_error)], **kwargs)
+                 pattern_error="Must not contain NUL characters.", validate=(), **kwargs):
+        self.length = Length(min=min_length or None, max=max_length)
+        extra = [validate] if callable(validate) else list(validate)
+        super().__init__(validate=[self.length, FullMatch(pattern, error=pattern_error), *extra], **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)

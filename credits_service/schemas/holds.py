@@ -73,7 +73,7 @@ class HoldExceededSchema(QuotaExceededSchema):
 
 
 class HoldConflictSchema(ErrorSchema):
-    status = fields.String(metadata={"description": "The hold's status: captured, released or expired."})
+    status = fields.String(metadata={"description": "The hold's status: captured, released or expired; held when a capture asked for more than it."})
 
 
 HoldPageSchema = page_schema("HoldPage", HoldSchema)

@@ -6,6 +6,8 @@ from .common import ErrorSchema
 from .fields import StrictInteger, StrictSchema, Text
 
 MAX_DELTA = 10**12
+# The most a level may be (an exabyte): far past any storage, and far below the 64-bit column's top.
+MAX_LEVEL = 10**18
 
 
 class StorageDeltaSchema(StrictSchema):
@@ -20,7 +22,7 @@ class StorageDeltaSchema(StrictSchema):
 
 
 class StorageReconcileSchema(StrictSchema):
-    used_bytes = StrictInteger(data_key="usedBytes", required=True, validate=validate.Range(0, 2**63 - 1),
+    used_bytes = StrictInteger(data_key="usedBytes", required=True, validate=validate.Range(0, MAX_LEVEL),
                                metadata={"description": "What the storage system holds for the client, in bytes."})
     reason = Text(required=True, min_length=1, max_length=500, metadata={"description": "Why, for the audit log."})
 

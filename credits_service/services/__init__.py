@@ -2,6 +2,8 @@
 
 Each service takes the request's (or command's) ORM session, the app's clock and, when it
 writes admin changes, the audit trail; it owns its transactions (credits_service/transactions.py).
+Built with replica=True, a service reads from the read replica while it is fresh
+(credits_service/replica.py): only for reads that may be seconds old and write nothing.
 """
 
 import logging
@@ -10,6 +12,8 @@ from datetime import timedelta
 
 from flask import current_app
 from limits import parse
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from ..audit.reader import AuditLogReader
 from ..audit.trail import AuditTrail
@@ -18,12 +22,14 @@ from ..extensions import db, limiter
 from .api_keys import ApiKeys
 from .clients import ClientsService
 from .consumption import ConsumptionService
+from .delivery import Deliverer
 from .grants import GrantsService
 from .holds import HoldsService
 from .idempotency import IdempotencyKeys
 from .quotas import QuotasService
 from .refunds import RefundsService
 from .storage import StorageService
+from .webhooks import WebhooksService
 
 log = logging.getLogger("credits_service.idempotency")
 
@@ -32,44 +38,70 @@ def _clock():
     return current_app.config["CLOCK"]
 
 
+def _session(replica: bool = False) -> Session:
+    if replica:
+        return current_app.extensions["read_replica"].session() or db.session()
+    return db.session()
+
+
+def read_engine() -> Engine:
+    """For replica reads that outlive the request (the streamed export): the replica's engine
+    while it is fresh, else the primary's."""
+    return current_app.extensions["read_replica"].engine_for_reads() or db.engine
+
+
 def audit_trail() -> AuditTrail:
     return AuditTrail(db.session(), current_app.extensions["audit_keys"])
 
 
-def clients() -> ClientsService:
-    return ClientsService(db.session(), _clock(), audit_trail())
+def clients(replica: bool = False) -> ClientsService:
+    return ClientsService(_session(replica), _clock(), audit_trail())
+
+
+def _thresholds() -> tuple[int, ...]:
+    return current_app.config["WEBHOOK_THRESHOLDS"]
 
 
 def quotas() -> QuotasService:
-    return QuotasService(db.session(), _clock(), audit_trail())
+    return QuotasService(db.session(), _clock(), audit_trail(), _thresholds())
 
 
-def consumption() -> ConsumptionService:
-    return ConsumptionService(db.session(), _clock(), audit_trail())
+def consumption(replica: bool = False) -> ConsumptionService:
+    return ConsumptionService(_session(replica), _clock(), audit_trail(), _thresholds())
 
 
-def grants() -> GrantsService:
-    return GrantsService(db.session(), _clock(), audit_trail())
+def grants(replica: bool = False) -> GrantsService:
+    return GrantsService(_session(replica), _clock(), audit_trail(), _thresholds())
 
 
 def holds() -> HoldsService:
-    return HoldsService(db.session(), _clock(), current_app.config["HOLDS_MAX_OPEN"])
+    return HoldsService(db.session(), _clock(), current_app.config["HOLDS_MAX_OPEN"], _thresholds())
 
 
-def refunds() -> RefundsService:
-    return RefundsService(db.session(), _clock())
+def refunds(replica: bool = False) -> RefundsService:
+    return RefundsService(_session(replica), _clock(), _thresholds())
 
 
 def storage() -> StorageService:
     return StorageService(db.session(), _clock(), audit_trail())
 
 
-def audit_log() -> AuditLogReader:
-    return AuditLogReader(db.session())
+def webhooks() -> WebhooksService:
+    return WebhooksService(db.session(), _clock(), audit_trail())
 
 
-def audit_verifier() -> AuditVerifier:
-    return AuditVerifier(db.session(), current_app.extensions["audit_keys"])
+def deliverer() -> Deliverer:
+    config = current_app.config
+    return Deliverer(db.session(), _clock(), audit_trail(), config["WEBHOOK_RETRY_SCHEDULE"],
+                     config["WEBHOOK_TIMEOUT_SECONDS"])
+
+
+def audit_log(replica: bool = False, session: Session | None = None) -> AuditLogReader:
+    return AuditLogReader(session or _session(replica))
+
+
+def audit_verifier(session: Session | None = None) -> AuditVerifier:
+    return AuditVerifier(session or db.session(), current_app.extensions["audit_keys"])
 
 
 def api_keys() -> ApiKeys:

@@ -15,6 +15,7 @@ from ..logs import log_admin_action
 from ..models import AuditHead, Client, QuotaLimit
 from ..plans import DEFAULT_PLAN, PLAN_LIMITS
 from ..transactions import write_transaction
+from .events import emit
 from .paging import page_of
 from .quotas import find_quota
 from .results import ClientSummary, Page
@@ -54,6 +55,7 @@ class ClientsService:
                     storage_quota_mb=limits.storage_quota_mb, created_at=now, updated_at=now,
                 ))
                 self.audit.start(client_id, now)
+                emit(self.session, "client.created", {"clientId": client_id, "name": name, "plan": plan}, now)
         except IntegrityError:  # the same id created concurrently
             raise duplicate from None
         log_admin_action(actor, "client_create", client_id)
@@ -81,4 +83,5 @@ class ClientsService:
             self.audit.append(client_id, actor, "client_deleted", last_state,
                               json.dumps(last_state, separators=(",", ":")), None, now)
             self.session.execute(delete(Client).where(Client.id == client_id))
+            emit(self.session, "client.deleted", {"clientId": client_id}, now)
         log_admin_action(actor, "client_deleted", client_id)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, literal, or_, select
+from sqlalchemy import BigInteger, and_, bindparam, cast, literal, or_, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -28,11 +28,13 @@ from ..transactions import (
     upsert_for,
     write_transaction,
 )
+from .events import emit
 from .idempotency import IdempotencyClaim
 from .month_usage import exact_held, usage_row
 from .quotas import find_quota, quota_with_month
-from .storage import storage_status
 from .results import HistoryMonth, MonthUsage, QuotaStatus, ResetResult, UsageHistory
+from .storage import storage_status
+from .thresholds import crossed, keep_in_step
 
 NEAR_LIMIT_PERCENT = 80
 # GET /usage without a range: this month and the 11 before it.
@@ -44,17 +46,27 @@ _LOCK_LIMIT = (select(_quotas.c.monthly_generation_limit)
                .where(_quotas.c.client_id == bindparam("client_id")).with_for_update())
 
 
-def _count_within(limit, count, now, *, nothing_held: bool = False) -> dict[str, Any]:
+def _count_within(limit, count, now, *, at_once: tuple[int, ...] | None = None) -> dict[str, Any]:
     """ON CONFLICT DO UPDATE for both consumption statements: add count to the month's row only
     while it and what holds reserve stay within limit (the stored one) plus the row's
-    month-grants. nothing_held: only a month where nothing is held (the one-statement form,
-    whose row may still count a lapsed hold: the transaction path makes `held` exact first)."""
-    fits = or_(limit == UNLIMITED, _usage.c.generation_count + _usage.c.held + count <= limit + _usage.c.granted)
+    month-grants.
+
+    at_once, the one-statement form, given the usage thresholds: only a month where nothing is
+    held (its row may still count a lapsed hold: the transaction path makes `held` exact
+    first) and a count that crosses no threshold (the transaction path records the crossing and
+    its event with the count)."""
+    effective = limit + _usage.c.granted
+    fits = or_(limit == UNLIMITED, _usage.c.generation_count + _usage.c.held + count <= effective)
+    if at_once is not None:
+        fits = and_(fits, _usage.c.held == 0, *(
+            or_(limit == UNLIMITED, (_usage.c.generation_count + count) * 100 < threshold * effective,
+                _usage.c.generation_count * 100 >= threshold * effective)
+            for threshold in at_once))
     return {
         "index_elements": [_usage.c.client_id, _usage.c.month],
         "set_": {"generation_count": _usage.c.generation_count + count, "consumed": _usage.c.consumed + count,
                  "updated_at": now},
-        "where": and_(fits, _usage.c.held == 0) if nothing_held else fits,
+        "where": fits,
     }
 
 
@@ -72,7 +84,8 @@ def _consume_statement(dialect: str):
         _usage.c.generation_count, _usage.c.granted, _usage.c.held)
 
 
-def _consume_at_once_statement():
+@functools.cache
+def consume_at_once(thresholds: tuple[int, ...]):
     """The consumption as one PostgreSQL statement, run outside a transaction (one round trip
     instead of four): the quota row lock (a CTE, FOR UPDATE), then the same conditional upsert
     against the limit it locked.
@@ -82,8 +95,9 @@ def _consume_at_once_statement():
     check sees every grant, reset and consumption committed before it. A new month's row is
     inserted only when the count fits the stored limit alone (or a row exists): nothing is
     written for a refusal, and a month without a row has no holds (a hold makes its row). A
-    month with anything held is left to the transaction. No row back means refused, or no such
-    client, or a row that appeared meanwhile: the caller then asks again in a transaction.
+    month with anything held, and a count that would cross a usage threshold, are left to the
+    transaction. No row back means refused, or crossing, or no such client, or a row that
+    appeared meanwhile: the caller then asks again in a transaction.
     """
     count = bindparam("count", type_=_usage.c.generation_count.type)
     now = bindparam("now", type_=_usage.c.updated_at.type)
@@ -95,33 +109,40 @@ def _consume_at_once_statement():
     existing = _usage.alias("existing")
     month_row_exists = select(existing.c.client_id).where(existing.c.client_id == client_id,
                                                           existing.c.month == month).exists()
+    first = locked.c.stored_limit
+    # threshold x limit in 64 bits: 80 x a stored limit past 26,843,545 leaves a 32-bit integer.
     new_row = (select(client_id, month, count, count, literal(0), now, now).select_from(locked)
-               .where(or_(locked.c.stored_limit == UNLIMITED, count <= locked.c.stored_limit, month_row_exists)))
+               .where(or_(month_row_exists, and_(
+                   or_(first == UNLIMITED, count <= first),
+                   *(or_(first == UNLIMITED, count * 100 < threshold * cast(first, BigInteger))
+                     for threshold in thresholds)))))
     return (
         postgresql.insert(_usage)
         .from_select(["client_id", "month", "generation_count", "consumed", "granted", "created_at", "updated_at"],
                      new_row)
-        .on_conflict_do_update(**_count_within(stored_limit, count, now, nothing_held=True))
+        .on_conflict_do_update(**_count_within(stored_limit, count, now, at_once=thresholds))
         .returning(_usage.c.generation_count, _usage.c.granted, stored_limit.label("stored_limit"))
         .add_cte(locked)
     )
 
 
-CONSUME_AT_ONCE = _consume_at_once_statement()
-
 
 class ConsumptionService:
-    def __init__(self, session: Session, clock: Callable[[], datetime], audit: AuditTrail):
+    def __init__(self, session: Session, clock: Callable[[], datetime], audit: AuditTrail,
+                 thresholds: tuple[int, ...] = ()):
+        """thresholds: the percentages of the limit usage.threshold_reached fires at (services/thresholds.py)."""
         self.session = session
         self.clock = clock
         self.audit = audit
+        self.thresholds = thresholds
 
     def consume(self, client_id: str, count: int, idempotency: IdempotencyClaim | None = None) -> MonthUsage:
         """Add count generations to this month, all or nothing, never past the effective limit.
 
-        On PostgreSQL a consumption without an Idempotency-Key is CONSUME_AT_ONCE; a refusal, an
-        unknown client, a keyed request and SQLite take the transaction below, which also words
-        the refusal and stores the keyed answer with the change.
+        On PostgreSQL a consumption without an Idempotency-Key is consume_at_once; a refusal, a
+        crossing of a usage threshold, an unknown client, a keyed request and SQLite take the
+        transaction below, which also words the refusal, records the crossing with its event and
+        stores the keyed answer with the change.
         """
         now = self.clock()
         month = month_of(now)
@@ -151,6 +172,10 @@ class ConsumptionService:
                 if not (row and row.generation_count):
                     raise self._refusal(client_id, month, count, stored_limit, now)
                 usage = MonthUsage.of(stored_limit, row.generation_count, row.granted, row.held, now)
+                rising = crossed(row.generation_count - count, row.generation_count, usage.limit, self.thresholds)
+                if rising:
+                    keep_in_step(self.session, client_id, month, row.generation_count, usage.limit, now,
+                                 self.thresholds, only_rising=rising)
                 if idempotency:
                     idempotency.complete(self.session, usage)
         except QuotaExceeded:
@@ -164,8 +189,8 @@ class ConsumptionService:
         with standalone_statements(self.session) as connection:
             if connection is None:
                 return None
-            row = connection.execute(CONSUME_AT_ONCE, {"client_id": client_id, "month": month, "count": count,
-                                                       "now": now}).first()
+            row = connection.execute(consume_at_once(self.thresholds), {
+                "client_id": client_id, "month": month, "count": count, "now": now}).first()
         if row is None:
             return None
         return MonthUsage.of(row.stored_limit, row.generation_count, row.granted, 0, now)
@@ -228,6 +253,8 @@ class ConsumptionService:
                               str(previous), "0", now)
             limit = effective_limit(quota.monthly_generation_limit, row.granted if row else 0)
             held = exact_held(self.session, row, now) if row is not None else 0
+            keep_in_step(self.session, client_id, month, 0, limit, now, self.thresholds)
+            emit(self.session, "usage.reset", {"clientId": client_id, "month": month, "previousUsage": previous}, now)
             result = ResetResult(previous, limit, remaining(limit, held))
             if idempotency:
                 idempotency.complete(self.session, result)

@@ -21,11 +21,13 @@ from ..models import CreditGrant, UsageRecord
 from ..months import iso_utc, month_of, month_start, next_month_start
 from ..plans import MAX_LIMIT, UNLIMITED, effective_limit, remaining
 from ..transactions import upsert_for, write_transaction
-from .month_usage import exact_held, usage_row
+from .events import emit
 from .idempotency import IdempotencyClaim
+from .month_usage import exact_held, usage_row
 from .paging import page_of
 from .quotas import find_quota
 from .results import GrantResult, LedgerGrant, Page, VoidResult
+from .thresholds import keep_in_step
 
 _usage = UsageRecord.__table__
 
@@ -59,10 +61,12 @@ def _status(grant: CreditGrant, this_month: str) -> str:
 
 
 class GrantsService:
-    def __init__(self, session: Session, clock: Callable[[], datetime], audit: AuditTrail):
+    def __init__(self, session: Session, clock: Callable[[], datetime], audit: AuditTrail,
+                 thresholds: tuple[int, ...] = ()):
         self.session = session
         self.clock = clock
         self.audit = audit
+        self.thresholds = thresholds
 
     def grant_credits(self, actor: str, client_id: str, amount: int, scope: str = "permanent",
                       reason: str | None = None, idempotency: IdempotencyClaim | None = None) -> GrantResult:
@@ -103,6 +107,10 @@ class GrantsService:
             self.audit.append(client_id, actor, "credit_grant", details, str(previous), str(new_limit), now)
             result = GrantResult(grant.id, scope, grant_month, _expiry(grant_month), used, previous,
                                  new_limit, remaining(new_limit, used + held))
+            keep_in_step(self.session, client_id, month, used, new_limit, now, self.thresholds)
+            emit(self.session, "credits.granted", {
+                "clientId": client_id, "grantId": grant.id, "amount": amount, "scope": scope, "month": grant_month,
+                "previousLimit": previous, "newLimit": new_limit}, now)
             if idempotency:
                 idempotency.complete(self.session, result)
         metrics.credits_granted(amount)
@@ -159,6 +167,10 @@ class GrantsService:
                 details["month"] = grant.month
             self.audit.append(client_id, actor, "credit_void", details, str(previous), str(new_limit), now)
             result = VoidResult(grant.id, grant.scope, used, previous, new_limit, remaining(new_limit, used + held))
+            keep_in_step(self.session, client_id, month, used, new_limit, now, self.thresholds)
+            emit(self.session, "credits.voided", {
+                "clientId": client_id, "grantId": grant.id, "amount": grant.amount, "scope": grant.scope,
+                "month": grant.month, "previousLimit": previous, "newLimit": new_limit}, now)
             if idempotency:
                 idempotency.complete(self.session, result)
         log_admin_action(actor, "credit_void", client_id)

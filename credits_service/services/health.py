@@ -1,6 +1,7 @@
 """Readiness: whether this instance can serve, as the load balancer asks it.
 
-The database must answer. The rate-limit storage (Redis) is reported too, but with
+The database must answer. The read replica, when there is one, is reported (ok, lagging or
+unavailable) but never fatal: its reads go to the primary meanwhile. The rate-limit storage (Redis) is reported too, but with
 RATELIMIT_SWALLOW_ERRORS (the default) its outage only means requests go through without
 limits, so it does not take the instance out of service.
 
@@ -30,10 +31,12 @@ class Check:
     error: str | None = None
     fatal: bool = True
     detail: str | None = None
+    state: str | None = None  # a status other than ok/unavailable (the replica's "lagging")
+    lag_seconds: float | None = None
 
     @property
     def status(self) -> str:
-        return "ok" if self.ok else "unavailable"
+        return self.state or ("ok" if self.ok else "unavailable")
 
 
 @dataclass(frozen=True)
@@ -52,9 +55,11 @@ class Readiness:
 class HealthChecks:
     """One per app: its answer is reused for READINESS_CACHE_SECONDS, its Redis client for good."""
 
-    def __init__(self, engine: Engine, rate_limit_storage_uri: str | None, rate_limit_errors_swallowed: bool):
-        """rate_limit_storage_uri: None when rate limits are off."""
+    def __init__(self, engine: Engine, rate_limit_storage_uri: str | None, rate_limit_errors_swallowed: bool,
+                 replica=None):
+        """rate_limit_storage_uri: None when rate limits are off; replica: the app's ReadReplica."""
         self.engine = engine
+        self.replica = replica
         self.rate_limit_storage_uri = rate_limit_storage_uri
         self.rate_limit_errors_swallowed = rate_limit_errors_swallowed
         self._redis = None
@@ -68,6 +73,8 @@ class HealthChecks:
             checks = {"database": self._database()}
             if self.rate_limit_storage_uri and self.rate_limit_storage_uri.startswith(REDIS_SCHEMES):
                 checks["rateLimitStorage"] = self._rate_limit_storage()
+            if self.replica is not None and self.replica.engine is not None:
+                checks["replica"] = self._replica()
             self._last = (time.monotonic(), Readiness(checks))
             return self._last[1]
 
@@ -106,6 +113,19 @@ class HealthChecks:
         return Check(True, _since(started), fatal=fatal)
 
 
+    def _replica(self) -> Check:
+        """Never fatal: without the replica its reads go to the primary."""
+        started = time.perf_counter()
+        state = self.replica.state()
+        detail = {
+            "ok": None,
+            "lagging": f"More than {self.replica.max_lag_seconds} s behind the primary: its reads go to the primary.",
+            "unavailable": "Its reads go to the primary until it answers again.",
+        }[state.status]
+        return Check(state.status == "ok", _since(started), error=state.error, fatal=False, detail=detail,
+                     state=state.status, lag_seconds=state.lag_seconds)
+
+
 def _since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
 
@@ -118,5 +138,5 @@ def init_app(app) -> None:
     config = app.config
     app.extensions["health_checks"] = HealthChecks(
         engine, config["RATELIMIT_STORAGE_URI"] if config["RATELIMIT_ENABLED"] else None,
-        config["RATELIMIT_SWALLOW_ERRORS"],
+        config["RATELIMIT_SWALLOW_ERRORS"], app.extensions["read_replica"],
     )

@@ -18,16 +18,18 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from .. import metrics
-from ..errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
+from ..errors import Conflict, NotFound, QuotaExceeded
 from ..models import Hold, QuotaLimit
 from ..months import iso_utc, month_of, next_month_start
 from ..plans import UNLIMITED, effective_limit, remaining
 from ..transactions import write_transaction
+from .events import emit
 from .idempotency import IdempotencyClaim
 from .month_usage import exact_held, month_row, usage_row
 from .paging import page_of
 from .quotas import find_quota
 from .results import HoldState, Page
+from .thresholds import crossed, keep_in_step
 
 
 def status_at(hold: Hold, now: datetime) -> str:
@@ -49,10 +51,12 @@ def _state(hold: Hold, now: datetime) -> HoldState:
 
 
 class HoldsService:
-    def __init__(self, session: Session, clock: Callable[[], datetime], max_open: int):
+    def __init__(self, session: Session, clock: Callable[[], datetime], max_open: int,
+                 thresholds: tuple[int, ...] = ()):
         self.session = session
         self.clock = clock
         self.max_open = max_open
+        self.thresholds = thresholds
 
     def place(self, key_name: str, client_id: str, count: int, ttl_seconds: int, reference: str | None = None,
               idempotency: IdempotencyClaim | None = None) -> HoldState:
@@ -118,10 +122,9 @@ class HoldsService:
                                status=status)
             captured = hold.count if count is None else count
             if captured > hold.count:
-                raise InvalidRequest(
-                    f"Hold {hold_id} holds {hold.count}; {captured} cannot be captured from it.",
-                    fields={"count": [f"Must be at most {hold.count}, the hold's count."]},
-                )
+                # 409 rather than 400: the body is valid; this hold is what makes it too much.
+                raise Conflict(f"Hold {hold_id} holds {hold.count}; {captured} cannot be captured from it: capture"
+                               f" at most {hold.count}. Nothing changed.", status=status)
             hold.status = "captured" if capturing else "released"
             hold.captured_count = captured
             hold.resolved_at = now
@@ -132,6 +135,10 @@ class HoldsService:
             self.session.flush()
             held = exact_held(self.session, row, now)
             limit = effective_limit(quota.monthly_generation_limit, row.granted)
+            rising = crossed(row.generation_count - captured, row.generation_count, limit, self.thresholds)
+            if rising:
+                keep_in_step(self.session, client_id, hold.month, row.generation_count, limit, now, self.thresholds,
+                             only_rising=rising)
             state = replace(_state(hold, now), generation_count=row.generation_count, generations_held=held,
                             generations_remaining=remaining(limit, row.generation_count + held))
             if idempotency:
@@ -179,15 +186,19 @@ class HoldsService:
                                     .with_for_update())
                 lapsed = select(Hold.id).where(Hold.client_id == client_id, Hold.status == "held",
                                                Hold.expires_at <= now).limit(batch).scalar_subquery()
-                months = self.session.scalars(
+                expired = self.session.execute(
                     update(Hold).where(Hold.id.in_(lapsed)).values(status="expired", resolved_at=Hold.expires_at)
-                    .returning(Hold.month)).all()
-                for month in set(months):
+                    .returning(Hold.id, Hold.month, Hold.count, Hold.expires_at, Hold.reference)).all()
+                for month in {hold.month for hold in expired}:
                     row = usage_row(self.session, client_id, month)
                     if row is not None:
                         exact_held(self.session, row, now)
-            swept += len(months)
-            metrics.holds_expired(len(months))
+                for hold in expired:  # the platform may want to know a job ran past its hold
+                    emit(self.session, "hold.expired", {
+                        "clientId": client_id, "holdId": hold.id, "count": hold.count, "month": hold.month,
+                        "expiresAt": iso_utc(hold.expires_at), "reference": hold.reference}, now)
+            swept += len(expired)
+            metrics.holds_expired(len(expired))
 
 
 # pg_try_advisory_xact_lock key held while sweeping: a fixed 64-bit number no other code uses.

@@ -19,10 +19,12 @@ from ..errors import NotFound
 from ..logs import log_admin_action
 from ..models import Hold, QuotaLimit, UsageRecord
 from ..months import month_of
-from ..plans import PLAN_LIMITS
+from ..plans import PLAN_LIMITS, effective_limit
 from ..transactions import read_connection, write_transaction
-from .month_usage import held_by_open_holds
+from .events import emit
+from .month_usage import held_by_open_holds, usage_row
 from .results import MonthUsage, QuotaOverview, QuotaSettings
+from .thresholds import keep_in_step
 
 RECENT_AUDIT_ENTRIES = 10
 
@@ -73,10 +75,12 @@ def _settings(quota: QuotaLimit | Row) -> QuotaSettings:
 
 
 class QuotasService:
-    def __init__(self, session: Session, clock: Callable[[], datetime], audit: AuditTrail):
+    def __init__(self, session: Session, clock: Callable[[], datetime], audit: AuditTrail,
+                 thresholds: tuple[int, ...] = ()):
         self.session = session
         self.clock = clock
         self.audit = audit
+        self.thresholds = thresholds
 
     def quota_overview(self, client_id: str) -> QuotaOverview:
         """The quota, this month's usage and the newest audit entries: two statements, each
@@ -114,5 +118,12 @@ class QuotasService:
             changes = {name: {"from": before[name], "to": after[name]} for name in after if before[name] != after[name]}
             self.audit.append(client_id, actor, action, {"changes": changes, "reason": reason},
                               _json_text(before), _json_text(after), now)
+            month = month_of(now)
+            row = usage_row(self.session, client_id, month)
+            keep_in_step(self.session, client_id, month, row.generation_count if row else 0,
+                         effective_limit(quota.monthly_generation_limit, row.granted if row else 0), now,
+                         self.thresholds)
+            emit(self.session, "quota.updated", {"clientId": client_id, "previous": before, "new": after,
+                                                 "reason": reason}, now)
         log_admin_action(actor, action, client_id)
         return _settings(quota)

@@ -22,12 +22,14 @@ from .month_usage import exact_held, usage_row
 from .paging import page_of
 from .quotas import find_quota
 from .results import Page, RefundResult, RefundView
+from .thresholds import keep_in_step
 
 
 class RefundsService:
-    def __init__(self, session: Session, clock: Callable[[], datetime]):
+    def __init__(self, session: Session, clock: Callable[[], datetime], thresholds: tuple[int, ...] = ()):
         self.session = session
         self.clock = clock
+        self.thresholds = thresholds
 
     def refund(self, key_name: str, client_id: str, count: int, month: str | None = None,
                reason: str | None = None, idempotency: IdempotencyClaim | None = None) -> RefundResult:
@@ -58,6 +60,7 @@ class RefundsService:
             self.session.flush()
             held = exact_held(self.session, row, now)
             limit = effective_limit(quota.monthly_generation_limit, row.granted)
+            keep_in_step(self.session, client_id, month, row.generation_count, limit, now, self.thresholds)
             result = RefundResult(refund.id, month, count, row.generation_count,
                                   remaining(limit, row.generation_count + held))
             idempotency.complete(self.session, result)

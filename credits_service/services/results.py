@@ -207,3 +207,29 @@ class RefundView:
     reason: str | None
     key_name: str
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class WebhookView:
+    id: int
+    url: str
+    events: list[str]
+    description: str | None
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+    secret: str | None = None  # only in the answer that made it
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    id: int
+    event_id: str
+    event_type: str
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    delivered_at: datetime | None

@@ -26,6 +26,8 @@ from .quotas import find_quota
 from .results import StorageStatus
 
 MIB = 1024 * 1024
+# The most any level may be, unlimited quotas included (schemas.storage.MAX_LEVEL: an exabyte).
+MAX_LEVEL = 10**18
 log = logging.getLogger("credits_service.storage")
 
 _quotas = QuotaLimit.__table__
@@ -35,7 +37,7 @@ _quota_bytes = cast(_quotas.c.storage_quota_mb, BigInteger()) * MIB
 _MOVE = (
     update(_quotas)
     .where(_quotas.c.client_id == bindparam("client"),
-           _quotas.c.storage_used_bytes + _delta >= 0,
+           _quotas.c.storage_used_bytes + _delta >= 0, _quotas.c.storage_used_bytes + _delta <= MAX_LEVEL,
            or_(_delta <= 0, _quotas.c.storage_quota_mb == UNLIMITED,
                _quotas.c.storage_used_bytes + _delta <= _quota_bytes))
     .values(storage_used_bytes=_quotas.c.storage_used_bytes + _delta)
@@ -85,6 +87,12 @@ class StorageService:
         log.info("storage delta of %d bytes refused for client %s", delta_bytes, client_id,
                  extra={"event": "storage_refused", "clientId": client_id, "deltaBytes": delta_bytes,
                         "reference": reference})
+        if delta_bytes > 0 and status.is_unlimited:
+            return QuotaExceeded(
+                f"Not enough storage: {delta_bytes:,} bytes to add would pass {MAX_LEVEL:,} bytes, the most any client "
+                f"may store; {status.used_bytes:,} bytes are stored.",
+                usedBytes=status.used_bytes, quotaMb=status.quota_mb, remainingBytes=None,
+            )
         if delta_bytes > 0:
             return QuotaExceeded(
                 f"Not enough storage: {delta_bytes:,} bytes to add, {status.remaining_bytes:,} left of the storage "

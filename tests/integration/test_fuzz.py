@@ -15,6 +15,8 @@ from .servers import ROOT, Instance
 pytestmark = pytest.mark.integration
 
 MAX_EXAMPLES = os.environ.get("FUZZ_MAX_EXAMPLES", "30")
+# Webhook endpoints the fuzzer registers point at loopback (tests/integration/schemathesis_hooks.py).
+HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,8 @@ def schemathesis(server, config: Path, *args: str) -> subprocess.CompletedProces
         [str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(config), "run",
          f"{instance.url}/openapi.json", "--checks", "all", "--max-examples", MAX_EXAMPLES,
          "--seed", "20261125", "--no-color", *args],
-        env={**os.environ, **keys}, cwd=config.parent, capture_output=True, text=True, timeout=900,
+        env={**os.environ, **keys, "SCHEMATHESIS_HOOKS": str(HOOKS)}, cwd=config.parent, capture_output=True,
+        text=True, timeout=900,
     )
 
 

@@ -348,7 +348,7 @@ export interface paths {
                 query?: {
                     limit?: number;
                     offset?: number;
-                    action?: "plan_change" | "credit_grant" | "limit_change" | "usage_reset" | "credit_void" | "client_deleted" | "storage_reconcile";
+                    action?: "plan_change" | "credit_grant" | "limit_change" | "usage_reset" | "credit_void" | "client_deleted" | "storage_reconcile" | "webhook_created" | "webhook_updated" | "webhook_deleted" | "webhook_secret_rotated" | "webhook_disabled";
                     /** @description Keyset paging: only entries older than this entry id (the previous page's nextBefore). */
                     before?: number;
                 };
@@ -635,7 +635,7 @@ export interface paths {
                     /** @description The name of the key that made the change. */
                     adminId?: string;
                     /** @description One or several actions: repeat the parameter, action=credit_grant&action=usage_reset. */
-                    action?: ("plan_change" | "credit_grant" | "limit_change" | "usage_reset" | "credit_void" | "client_deleted" | "storage_reconcile")[];
+                    action?: ("plan_change" | "credit_grant" | "limit_change" | "usage_reset" | "credit_void" | "client_deleted" | "storage_reconcile" | "webhook_created" | "webhook_updated" | "webhook_deleted" | "webhook_secret_rotated" | "webhook_disabled")[];
                     /** @description Entries created at or after this instant (with its offset). */
                     since?: string;
                     /** @description Entries created before this instant (with its offset); after since. */
@@ -699,7 +699,7 @@ export interface paths {
                     /** @description The name of the key that made the change. */
                     adminId?: string;
                     /** @description One or several actions: repeat the parameter, action=credit_grant&action=usage_reset. */
-                    action?: ("plan_change" | "credit_grant" | "limit_change" | "usage_reset" | "credit_void" | "client_deleted" | "storage_reconcile")[];
+                    action?: ("plan_change" | "credit_grant" | "limit_change" | "usage_reset" | "credit_void" | "client_deleted" | "storage_reconcile" | "webhook_created" | "webhook_updated" | "webhook_deleted" | "webhook_secret_rotated" | "webhook_disabled")[];
                     /** @description Entries created at or after this instant (with its offset). */
                     since?: string;
                     /** @description Entries created before this instant (with its offset); after since. */
@@ -736,6 +736,436 @@ export interface paths {
         };
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The endpoints, oldest first, without their secrets.
+         * @description The endpoints, oldest first, without their secrets.
+         *
+         *     Requires a key with role: read.
+         */
+        get: {
+            parameters: {
+                query?: {
+                    limit?: number;
+                    offset?: number;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["WebhookPage"];
+                    };
+                };
+                400: components["responses"]["BAD_REQUEST"];
+                401: components["responses"]["UNAUTHORIZED"];
+                403: components["responses"]["FORBIDDEN"];
+                429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["SERVICE_UNAVAILABLE"];
+                default: components["responses"]["DEFAULT_ERROR"];
+            };
+        };
+        put?: never;
+        /**
+         * Register an endpoint for the event types given; its secret is in this answer only.
+         * @description Register an endpoint for the event types given; its secret is in this answer only.
+         *
+         *     Requires a key with role: write.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["WebhookCreate"];
+                };
+            };
+            responses: {
+                /** @description Created */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["WebhookWithSecret"];
+                    };
+                };
+                400: components["responses"]["BAD_REQUEST"];
+                401: components["responses"]["UNAUTHORIZED"];
+                403: components["responses"]["FORBIDDEN"];
+                413: components["responses"]["REQUEST_ENTITY_TOO_LARGE"];
+                415: components["responses"]["UNSUPPORTED_MEDIA_TYPE"];
+                429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["SERVICE_UNAVAILABLE"];
+                default: components["responses"]["DEFAULT_ERROR"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/webhooks/{endpoint_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                endpoint_id: number;
+            };
+            cookie?: never;
+        };
+        /**
+         * One endpoint, without its secret.
+         * @description One endpoint, without its secret.
+         *
+         *     Requires a key with role: read.
+         */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    endpoint_id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Webhook"];
+                    };
+                };
+                401: components["responses"]["UNAUTHORIZED"];
+                403: components["responses"]["FORBIDDEN"];
+                404: components["responses"]["NOT_FOUND"];
+                429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["SERVICE_UNAVAILABLE"];
+                default: components["responses"]["DEFAULT_ERROR"];
+            };
+        };
+        put?: never;
+        post?: never;
+        /**
+         * Delete the endpoint; its pending deliveries are dropped.
+         * @description Delete the endpoint; its pending deliveries are dropped.
+         *
+         *     Requires a key with role: write.
+         */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    endpoint_id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description No Content */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                401: components["responses"]["UNAUTHORIZED"];
+                403: components["responses"]["FORBIDDEN"];
+                404: components["responses"]["NOT_FOUND"];
+                429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["SERVICE_UNAVAILABLE"];
+                default: components["responses"]["DEFAULT_ERROR"];
+            };
+        };
+        options?: never;
+        head?: never;
+        /**
+         * Change the url, events, description or enabled; disabled, its deliveries wait.
+         * @description Change the url, events, description or enabled; disabled, its deliveries wait.
+         *
+         *     Requires a key with role: write.
+         */
+        patch: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    endpoint_id: number;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["WebhookUpdate"];
+                };
+            };
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Webhook"];
+                    };
+                };
+                400: components["responses"]["BAD_REQUEST"];
+                401: components["responses"]["UNAUTHORIZED"];
+                403: components["responses"]["FORBIDDEN"];
+                404: components["responses"]["NOT_FOUND"];
+                413: components["responses"]["REQUEST_ENTITY_TOO_LARGE"];
+                415: components["responses"]["UNSUPPORTED_MEDIA_TYPE"];
+                429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["SERVICE_UNAVAILABLE"];
+                default: components["responses"]["DEFAULT_ERROR"];
+            };
+        };
+        trace?: never;
+    };
+    "/api/admin/webhooks/{endpoint_id}/rotate-secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                endpoint_id: number;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A new secret, in this answer only; for 24 hours deliveries are signed with it and the old one.
+         * @description A new secret, in this answer only; for 24 hours deliveries are signed with it and the old one.
+         *
+         *     Requires a key with role: write.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    endpoint_id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["WebhookWithSecret"];
+                    };
+                };
+                401: components["responses"]["UNAUTHORIZED"];
+                403: components["responses"]["FORBIDDEN"];
+                404: components["responses"]["NOT_FOUND"];
+                429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["SERVICE_UNAVAILABLE"];
+                default: components["responses"]["DEFAULT_ERROR"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/webhooks/{endpoint_id}/ping": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                endpoint_id: number;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A webhook.ping event to this endpoint alone; the worker delivers it.
+         * @description A webhook.ping event to this endpoint alone; the worker delivers it.
+         *
+         *     Requires a key with role: write.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    endpoint_id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Accepted */
+                202: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Delivery"];
+                    };
+                };
+                401: components["responses"]["UNAUTHORIZED"];
+                403: components["responses"]["FORBIDDEN"];
+                404: components["responses"]["NOT_FOUND"];
+                409: components["responses"]["CONFLICT"];
+                429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["SERVICE_UNAVAILABLE"];
+                default: components["responses"]["DEFAULT_ERROR"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/webhooks/{endpoint_id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                endpoint_id: number;
+            };
+            cookie?: never;
+        };
+        /**
+         * The endpoint's deliveries, newest first, optionally of one status.
+         * @description The endpoint's deliveries, newest first, optionally of one status.
+         *
+         *     Requires a key with role: read.
+         */
+        get: {
+            parameters: {
+                query?: {
+                    limit?: number;
+                    offset?: number;
+                    status?: "pending" | "succeeded" | "failed";
+                };
+                header?: never;
+                path: {
+                    endpoint_id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["DeliveryPage"];
+                    };
+                };
+                400: components["responses"]["BAD_REQUEST"];
+                401: components["responses"]["UNAUTHORIZED"];
+                403: components["responses"]["FORBIDDEN"];
+                404: components["responses"]["NOT_FOUND"];
+                429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["SERVICE_UNAVAILABLE"];
+                default: components["responses"]["DEFAULT_ERROR"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/webhooks/{endpoint_id}/deliveries/{delivery_id}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                endpoint_id: number;
+                delivery_id: number;
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Attempt a failed delivery once more, now.
+         * @description Attempt a failed delivery once more, now.
+         *
+         *     Requires a key with role: write.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    endpoint_id: number;
+                    delivery_id: number;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Accepted */
+                202: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Delivery"];
+                    };
+                };
+                401: components["responses"]["UNAUTHORIZED"];
+                403: components["responses"]["FORBIDDEN"];
+                404: components["responses"]["NOT_FOUND"];
+                /** @description The delivery is not failed. */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["DeliveryConflict"];
+                    };
+                };
+                429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["SERVICE_UNAVAILABLE"];
+                default: components["responses"]["DEFAULT_ERROR"];
+            };
+        };
         delete?: never;
         options?: never;
         head?: never;
@@ -1027,7 +1457,7 @@ export interface paths {
                 401: components["responses"]["UNAUTHORIZED"];
                 403: components["responses"]["FORBIDDEN"];
                 404: components["responses"]["NOT_FOUND"];
-                /** @description The hold is already captured, released or expired (its status says which); nothing changed. Or: the Idempotency-Key's first request is still running. */
+                /** @description The hold is already captured, released or expired (its status says which), or a capture asks for more than the hold (status held); nothing changed. Or: the Idempotency-Key's first request is still running. */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -1100,7 +1530,7 @@ export interface paths {
                 401: components["responses"]["UNAUTHORIZED"];
                 403: components["responses"]["FORBIDDEN"];
                 404: components["responses"]["NOT_FOUND"];
-                /** @description The hold is already captured, released or expired (its status says which); nothing changed. Or: the Idempotency-Key's first request is still running. */
+                /** @description The hold is already captured, released or expired (its status says which), or a capture asks for more than the hold (status held); nothing changed. Or: the Idempotency-Key's first request is still running. */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -1422,8 +1852,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Request counts and latencies by route template, and the domain counters. Open unless
-         *     METRICS_TOKEN is set; then it needs that token as a bearer token.
+         * Request counts and latencies by route template, the domain counters, and the webhook
+         *     deliveries' state. Open unless METRICS_TOKEN is set; then it needs that token as a bearer token.
          */
         get: {
             parameters: {
@@ -1711,6 +2141,108 @@ export interface components {
             /** @description Give it as before for the next page; null on the last page. */
             nextBefore?: number | null;
         };
+        WebhookCreate: {
+            /** @description Where events are POSTed; http or https, redirects not followed. */
+            url: string;
+            /** @description Event types to receive, or ['*'] for all of them. */
+            events: ("client.created" | "client.deleted" | "quota.updated" | "credits.granted" | "credits.voided" | "usage.reset" | "usage.threshold_reached" | "hold.expired" | "*")[];
+            description?: string;
+        };
+        WebhookWithSecret: {
+            id?: number;
+            url?: string;
+            events?: string[];
+            description?: string | null;
+            enabled?: boolean;
+            /** Format: date-time */
+            createdAt?: string;
+            /** Format: date-time */
+            updatedAt?: string;
+            /** @description whsec_ + base64: verify deliveries with it. Shown only here. */
+            secret?: string;
+        };
+        Webhook: {
+            id?: number;
+            url?: string;
+            events?: string[];
+            description?: string | null;
+            enabled?: boolean;
+            /** Format: date-time */
+            createdAt?: string;
+            /** Format: date-time */
+            updatedAt?: string;
+        };
+        WebhookPage: {
+            items?: components["schemas"]["Webhook"][];
+            limit?: number;
+            offset?: number;
+            nextOffset?: number | null;
+        };
+        /** @description Give at least one of url, events, description, enabled. */
+        WebhookUpdate: {
+            /** @description Where events are POSTed; http or https, redirects not followed. */
+            url: string;
+            /** @description Event types to receive, or ['*'] for all of them. */
+            events?: ("client.created" | "client.deleted" | "quota.updated" | "credits.granted" | "credits.voided" | "usage.reset" | "usage.threshold_reached" | "hold.expired" | "*")[];
+            description?: string | null;
+            /** @description false pauses deliveries; they wait until true again. */
+            enabled?: boolean;
+        } | {
+            /** @description Where events are POSTed; http or https, redirects not followed. */
+            url?: string;
+            /** @description Event types to receive, or ['*'] for all of them. */
+            events: ("client.created" | "client.deleted" | "quota.updated" | "credits.granted" | "credits.voided" | "usage.reset" | "usage.threshold_reached" | "hold.expired" | "*")[];
+            description?: string | null;
+            /** @description false pauses deliveries; they wait until true again. */
+            enabled?: boolean;
+        } | {
+            /** @description Where events are POSTed; http or https, redirects not followed. */
+            url?: string;
+            /** @description Event types to receive, or ['*'] for all of them. */
+            events?: ("client.created" | "client.deleted" | "quota.updated" | "credits.granted" | "credits.voided" | "usage.reset" | "usage.threshold_reached" | "hold.expired" | "*")[];
+            description: string | null;
+            /** @description false pauses deliveries; they wait until true again. */
+            enabled?: boolean;
+        } | {
+            /** @description Where events are POSTed; http or https, redirects not followed. */
+            url?: string;
+            /** @description Event types to receive, or ['*'] for all of them. */
+            events?: ("client.created" | "client.deleted" | "quota.updated" | "credits.granted" | "credits.voided" | "usage.reset" | "usage.threshold_reached" | "hold.expired" | "*")[];
+            description?: string | null;
+            /** @description false pauses deliveries; they wait until true again. */
+            enabled: boolean;
+        };
+        Delivery: {
+            id?: number;
+            /** @description The webhook-id header of every attempt. */
+            eventId?: string;
+            eventType?: string;
+            /** @description pending, succeeded or failed. */
+            status?: string;
+            attempts?: number;
+            lastStatusCode?: number | null;
+            lastError?: string | null;
+            /** Format: date-time */
+            nextAttemptAt?: string | null;
+            /** Format: date-time */
+            createdAt?: string;
+            /** Format: date-time */
+            deliveredAt?: string | null;
+        };
+        DeliveryPage: {
+            items?: components["schemas"]["Delivery"][];
+            limit?: number;
+            offset?: number;
+            nextOffset?: number | null;
+        };
+        DeliveryConflict: {
+            error: string;
+            fields?: {
+                [key: string]: unknown;
+            };
+            /** @description The delivery's status: pending or succeeded. */
+            status?: string;
+        };
         UsageConsume: {
             /** @default 1 */
             count?: number;
@@ -1816,7 +2348,7 @@ export interface components {
             fields?: {
                 [key: string]: unknown;
             };
-            /** @description The hold's status: captured, released or expired. */
+            /** @description The hold's status: captured, released or expired; held when a capture asked for more than it. */
             status?: string;
         };
         HoldRelease: Record<string, never>;
@@ -1894,7 +2426,7 @@ export interface components {
             status?: string;
         };
         Check: {
-            /** @description ok or unavailable */
+            /** @description ok or unavailable; the replica may also be lagging */
             status?: string;
             durationMs?: number;
             /** @description The kind of failure, e.g. OperationalError. */
@@ -1903,6 +2435,8 @@ export interface components {
             fatal?: boolean;
             /** @description What a failure means for requests. */
             detail?: string | null;
+            /** @description The replica's: seconds behind the primary, 0 when caught up. */
+            lagSeconds?: number | null;
         };
         NotReady: {
             error: string;
@@ -1916,7 +2450,7 @@ export interface components {
         Readiness: {
             /** @example ok */
             status?: string;
-            /** @description database; rateLimitStorage when rate limits use Redis. */
+            /** @description database; rateLimitStorage when rate limits use Redis; replica when DATABASE_REPLICA_URL is set. */
             checks?: {
                 [key: string]: components["schemas"]["Check"];
             };
