@@ -1,6 +1,6 @@
 """The ceiling: a minimal Flask app running the service's SQL with raw psycopg.
 
-No ORM, no auth, no validation, no error handling: what these four requests cost on this
+No ORM, no auth, no validation, no error handling: what these requests cost on this
 machine when Python does nothing but route, run the SQL and answer JSON. bench/endpoints.py
 serves it with the same gunicorn settings as the service and loads both alike.
 
@@ -8,7 +8,7 @@ Each worker opens one connection on its first request (after gunicorn forks) and
 """
 
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from flask import Flask, g, jsonify, request
@@ -45,11 +45,14 @@ QUOTA_READ = (
        ORDER BY client_id DESC, id DESC LIMIT 10""",
 )
 
+# The client's quota row lock, which every write takes first.
+QUOTA_LOCK = "SELECT monthly_generation_limit FROM quota_limits WHERE client_id = %(client_id)s FOR UPDATE"
+
 # POST /api/admin/clients/<id>/credits {"action": "grant"}, in one transaction: the quota row
 # lock, this month's usage row, the ledger row, the raise, the audit head with the entry's id,
 # and the chained entry (a trigger on its INSERT advances the head).
 GRANT = (
-    "SELECT monthly_generation_limit FROM quota_limits WHERE client_id = %(client_id)s FOR UPDATE",
+    QUOTA_LOCK,
     "SELECT generation_count, granted FROM usage_records WHERE client_id = %(client_id)s AND month = %(month)s",
     """INSERT INTO credit_grants (client_id, amount, scope, admin_id, created_at)
        VALUES (%(client_id)s, %(amount)s, 'permanent', %(admin_id)s, %(now)s) RETURNING id""",
@@ -90,6 +93,58 @@ CONSUME = (
 # GET /api/clients/<id>/quota-status: the same joined row as the quota read's first statement,
 # which is what the service reads for it.
 QUOTA_STATUS = QUOTA_READ[:1]
+
+# What a month's open holds reserve now, and the usage row's `held` set to it: the holds' writes
+# make `held` exact under the quota row lock.
+HELD = """SELECT coalesce(sum(count), 0) FROM holds
+          WHERE client_id = %(client_id)s AND month = %(month)s AND status = 'held' AND expires_at > %(now)s"""
+SET_HELD = "UPDATE usage_records SET held = %(held)s, updated_at = %(now)s WHERE id = %(row_id)s"
+
+# POST /api/clients/<id>/holds, in one transaction: the quota row lock, the client's open holds
+# counted (against HOLDS_MAX_OPEN), this month's usage row made when missing and read, what the
+# month's open holds reserve, the hold, and the row's `held` with the hold's count added.
+HOLD = (
+    QUOTA_LOCK,
+    "SELECT count(*) FROM holds WHERE client_id = %(client_id)s AND status = 'held' AND expires_at > %(now)s",
+    """INSERT INTO usage_records (client_id, month, generation_count, granted, held, consumed, captured, refunded,
+                                created_at, updated_at)
+       VALUES (%(client_id)s, %(month)s, 0, 0, 0, 0, 0, 0, %(now)s, %(now)s)
+       ON CONFLICT (client_id, month) DO NOTHING RETURNING id""",
+    "SELECT id, generation_count, granted FROM usage_records WHERE client_id = %(client_id)s AND month = %(month)s",
+    HELD,
+    """INSERT INTO holds (client_id, month, count, status, captured_count, reference, key_name, created_at,
+                         expires_at, resolved_at)
+       VALUES (%(client_id)s, %(month)s, %(count)s, 'held', NULL, %(reference)s, 'bench-platform', %(now)s,
+               %(expires_at)s, NULL) RETURNING id""",
+    SET_HELD,
+)
+
+# POST /api/clients/<id>/holds/<holdId>/capture (all of it), in one transaction: the quota row
+# lock, the hold's row lock, the hold marked captured, its month's usage row read and raised by
+# the count, and the row's `held` made exact (written only when it changed, as the service does).
+CAPTURE = (
+    QUOTA_LOCK,
+    "SELECT month, count FROM holds WHERE id = %(hold_id)s AND client_id = %(client_id)s FOR UPDATE",
+    "UPDATE holds SET status = 'captured', captured_count = %(count)s, resolved_at = %(now)s WHERE id = %(hold_id)s",
+    """SELECT id, generation_count, granted, held, captured FROM usage_records
+       WHERE client_id = %(client_id)s AND month = %(month)s""",
+    """UPDATE usage_records SET generation_count = %(generation_count)s, captured = %(captured)s, updated_at = %(now)s
+       WHERE id = %(row_id)s""",
+    HELD,
+    SET_HELD,
+)
+
+# POST /api/clients/<id>/storage: one statement outside a transaction, the conditional UPDATE
+# of the quota row that moves the level only if it stays at or above zero, at most 10**18 bytes
+# (MAX_LEVEL) and, when it adds, within the quota (storage_quota_mb x 1,048,576; -1 unlimited).
+STORAGE_MOVE = (
+    """UPDATE quota_limits SET storage_used_bytes = storage_used_bytes + %(delta)s::bigint, updated_at = %(now)s
+       WHERE client_id = %(client_id)s AND storage_used_bytes + %(delta)s::bigint >= 0
+             AND storage_used_bytes + %(delta)s::bigint <= 1000000000000000000
+             AND (%(delta)s::bigint <= 0 OR storage_quota_mb = -1
+                  OR storage_used_bytes + %(delta)s::bigint <= CAST(storage_quota_mb AS bigint) * 1048576)
+       RETURNING storage_used_bytes, storage_quota_mb""",
+)
 # ================================================================================================
 
 app = Flask(__name__)
@@ -198,3 +253,53 @@ def quota_status(client_id):
         resetDate=g.now.isoformat(), storageUsedBytes=stored, storageQuotaMb=storage,
         storageRemainingBytes=storage_left, isStorageAtLimit=storage_left == 0,
     )
+
+
+@app.post("/api/clients/<client_id>/holds")
+def place_hold(client_id):
+    body = request.get_json()
+    params = {"client_id": client_id, "month": g.month, "now": g.now, "count": body["count"],
+              "reference": body.get("reference"), "expires_at": g.now + timedelta(seconds=body["ttlSeconds"])}
+    conn = in_transaction()
+    with conn.transaction():
+        stored = conn.execute(HOLD[0], params).fetchone()[0]
+        conn.execute(HOLD[1], params).fetchone()
+        conn.execute(HOLD[2], params)
+        row_id, used, granted = conn.execute(HOLD[3], params).fetchone()
+        held = conn.execute(HOLD[4], params).fetchone()[0] + params["count"]
+        hold_id = conn.execute(HOLD[5], params).fetchone()[0]
+        conn.execute(HOLD[6], {**params, "held": held, "row_id": row_id})
+    limit = stored if stored == -1 else stored + granted
+    return jsonify(holdId=hold_id, status="held", count=params["count"], month=g.month,
+                   reference=params["reference"], expiresAt=params["expires_at"].isoformat(),
+                   generationsHeld=held, generationsRemaining=remaining(limit, used + held)), 201
+
+
+@app.post("/api/clients/<client_id>/holds/<int:hold_id>/capture")
+def capture_hold(client_id, hold_id):
+    params = {"client_id": client_id, "hold_id": hold_id, "now": g.now}
+    conn = in_transaction()
+    with conn.transaction():
+        stored = conn.execute(CAPTURE[0], params).fetchone()[0]
+        month, count = conn.execute(CAPTURE[1], params).fetchone()
+        params.update(month=month, count=count)
+        conn.execute(CAPTURE[2], params)
+        row_id, used, granted, stored_held, captured = conn.execute(CAPTURE[3], params).fetchone()
+        used += count
+        conn.execute(CAPTURE[4], {**params, "generation_count": used, "captured": captured + count, "row_id": row_id})
+        held = conn.execute(CAPTURE[5], params).fetchone()[0]
+        if held != stored_held:
+            conn.execute(CAPTURE[6], {**params, "held": held, "row_id": row_id})
+    limit = stored if stored == -1 else stored + granted
+    return jsonify(holdId=hold_id, status="captured", count=count, month=month, capturedCount=count,
+                   releasedCount=0, generationCount=used, generationsHeld=held,
+                   generationsRemaining=remaining(limit, used + held))
+
+
+@app.post("/api/clients/<client_id>/storage")
+def move_storage(client_id):
+    params = {"client_id": client_id, "now": g.now, "delta": request.get_json()["deltaBytes"]}
+    used, quota = autocommit().execute(STORAGE_MOVE[0], params).fetchone()
+    unlimited = quota == -1
+    return jsonify(usedBytes=used, quotaMb=quota, isUnlimited=unlimited,
+                   remainingBytes=None if unlimited else max(quota * 1024 * 1024 - used, 0))

@@ -31,7 +31,8 @@ DURATION = int(os.environ.get("DURATION", "10"))
 CLIENTS = int(os.environ.get("CLIENTS", "1000"))
 CLIENT_PREFIX = "bench-"
 DATABASE = "credits_bench"
-# Big enough that no consumption is refused and no grant passes the maximum during a run.
+# Big enough that no consumption is refused and no grant passes the maximum during a run. The
+# storage quota stays the default plan's, a finite 1,000 MB that +1 byte a request never reaches.
 SEEDED_LIMIT = 1_000_000_000
 
 
@@ -40,21 +41,33 @@ class Endpoint(NamedTuple):
     method: str
     path: str  # {id} stands for a client id
     role: str  # of the key that calls it
-    body: str
+    body: str  # {id} stands for the client id here too
     sides: tuple[str, ...]  # the servers it is measured on
+    # An endpoint pair: the request made of the first's 201 answer, on the same client ({id}, and
+    # {hold} for its holdId; bench/wrk.lua).
+    then: str = ""
 
 
 # The platform's two calls per generation are measured against the framework floor too; the
-# admin routes (rate-limited to tens or hundreds a minute) against the ceiling only.
+# admin routes (rate-limited to tens or hundreds a minute) and the platform's other writes
+# against the ceiling only.
 PLATFORM = ("service", "floor", "ceiling")
-ADMIN = ("service", "ceiling")
+CEILING_ONLY = ("service", "ceiling")
 ENDPOINTS = [
-    Endpoint("GET quota", "GET", "/api/admin/clients/{id}/quota", "write", "", ADMIN),
+    Endpoint("GET quota", "GET", "/api/admin/clients/{id}/quota", "write", "", CEILING_ONLY),
     Endpoint("POST credits grant", "POST", "/api/admin/clients/{id}/credits", "write",
-             '{"action": "grant", "amount": 1}', ADMIN),
+             '{"action": "grant", "amount": 1}', CEILING_ONLY),
     Endpoint("POST usage", "POST", "/api/clients/{id}/usage", "service", '{"count": 1}', PLATFORM),
     Endpoint("GET quota-status", "GET", "/api/clients/{id}/quota-status", "service", "", PLATFORM),
+    Endpoint("POST storage", "POST", "/api/clients/{id}/storage", "service", '{"deltaBytes": 1}', CEILING_ONLY),
 ]
+# A hold, then the capture of that hold: two requests a pair, so only the endpoints mode, whose
+# wrk makes the capture of the hold's answer, measures it. Measured last: a run's last holds
+# are left open (until their ttl), and a month with anything held takes usage off its one
+# statement. The reference carries the client id to the capture.
+HOLD_CAPTURE = Endpoint("POST hold+capture", "POST", "/api/clients/{id}/holds", "service",
+                        '{"count": 1, "ttlSeconds": 900, "reference": "{id}"}', CEILING_ONLY,
+                        then="/api/clients/{id}/holds/{hold}/capture")
 # Where each side's WSGI app is (gunicorn's module:attribute).
 APPS = {"service": "app:app", "floor": "bench.floor:app", "ceiling": "bench.ceiling:app"}
 
@@ -258,10 +271,11 @@ class WorkerSampler:
         return max(self.connections.values())
 
 
-def wrk(url: str, method: str, path: str, key: str, body: str = "", duration: int = DURATION) -> dict:
-    """One wrk run, a random client per request (bench/wrk.lua); its RESULT line as a dict."""
+def wrk(url: str, method: str, path: str, key: str, body: str = "", duration: int = DURATION, then: str = "") -> dict:
+    """One wrk run, a random client per request (bench/wrk.lua), with `then` made of each 201
+    answer (Endpoint.then); its RESULT line as a dict."""
     env = {**os.environ, "CLIENTS": str(CLIENTS), "CLIENT_PREFIX": CLIENT_PREFIX, "METHOD": method,
-           "PATH_TEMPLATE": path, "BODY": body, "KEY": key}
+           "PATH_TEMPLATE": path, "BODY": body, "KEY": key, "THEN_TEMPLATE": then}
     done = subprocess.run(
         ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{duration}s", "-s", str(ROOT / "bench" / "wrk.lua"), url],
         env=env, capture_output=True, text=True, check=True,

@@ -138,7 +138,7 @@ def round_trips(database_url: str, keys: dict[str, str]) -> str:
 
     client = app.test_client()
     lines = ["Round trips to PostgreSQL for one request (in-process, libpq trace; ';' is the pool's pre-ping):", ""]
-    for _, method, path, role, body, _ in ENDPOINTS:
+    for _, method, path, role, body, *_ in ENDPOINTS:
         url = path.replace("{id}", f"{CLIENT_PREFIX}1")
         headers = {"Authorization": f"Bearer {keys[role]}", "Content-Type": "application/json"}
         for _ in range(2):  # the first request connects and fills caches

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark, by hand, never part of `make test`. Needs `make install` and PostgreSQL at
 # 127.0.0.1:5432 (user postgres); installs wrk (apt) and the `bench` extra (matplotlib, py-spy).
-#   bench/run.sh               the four endpoints: service, framework floor, raw-psycopg ceiling
+#   bench/run.sh               the endpoints: service, framework floor, raw-psycopg ceiling
 #   bench/run.sh audit-scale   the audit log at 1,000 and at 1,000,000 entries
 #   bench/run.sh profile       round trips, py-spy under load, instructions by layer (valgrind)
 #   bench/run.sh instructions  instructions per request (valgrind): service, floor, ceiling
