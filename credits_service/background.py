@@ -36,7 +36,7 @@ JOBS = (
     Job("hold_sweep", "HOLD_SWEEP_INTERVAL_SECONDS",
         lambda config: services.holds().sweep(config["HOLD_SWEEP_BATCH"])),
     Job("webhook_purge", "WEBHOOK_PURGE_INTERVAL_SECONDS",
-        lambda config: services.webhooks().purge(timedelta(hours=config["WEBHOOK_RETENTION_HOURS"]), 1000)),
+        lambda config: services.webhooks().purge(timedelta(hours=config["WEBHOOK_RETENTION_HOURS"]))),
 )
 
 

@@ -66,20 +66,26 @@ class Flag(ma.fields.Bool):
         return super()._deserialize(value.strip().lower(), attr, data, **kwargs)
 
 
-class LogLevel(ma.fields.Str):
+class Choice(ma.fields.Str):
+    """One of CHOICES, in any case, spaces around it ignored; given back as CHOICES spell it."""
+
+    CHOICES: tuple[str, ...] = ()
+    WHAT = "one of the choices"
+
     def _deserialize(self, value, attr, data, **kwargs) -> str:
-        level = super()._deserialize(value, attr, data, **kwargs).strip().upper()
-        if level not in LOG_LEVELS:
-            raise ma.ValidationError("is not a log level")
-        return level
+        given = super()._deserialize(value, attr, data, **kwargs).strip().lower()
+        for choice in self.CHOICES:
+            if choice.lower() == given:
+                return choice
+        raise ma.ValidationError(f"is not {self.WHAT}")
 
 
-class Pooler(ma.fields.Str):
-    def _deserialize(self, value, attr, data, **kwargs) -> str:
-        pooler = super()._deserialize(value, attr, data, **kwargs).strip().lower()
-        if pooler not in POOLERS:
-            raise ma.ValidationError("is not a pooler the service knows")
-        return pooler
+class LogLevel(Choice):
+    CHOICES, WHAT = LOG_LEVELS, "a log level"
+
+
+class Pooler(Choice):
+    CHOICES, WHAT = POOLERS, "a pooler the service knows"
 
 
 class RateLimit(ma.fields.Str):

@@ -22,16 +22,17 @@ def configure_database(app: Flask) -> None:
     if config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         config["SQLALCHEMY_ENGINE_OPTIONS"] = {
             **config["SQLALCHEMY_ENGINE_OPTIONS"],
-            "connect_args": postgresql_connect_args(config, pooled=config["DATABASE_POOLER"] != "none"),
+            "connect_args": postgresql_connect_args(config),
         }
 
 
-def postgresql_connect_args(config, pooled: bool) -> dict:
-    """psycopg's connection arguments. pooled: behind a pooler in transaction mode, whose server
-    connections change hands after every transaction, so psycopg prepares nothing (a statement
-    prepared on one server connection is unknown to the next; PgBouncer 1.18 does not track them)."""
+def postgresql_connect_args(config) -> dict:
+    """psycopg's connection arguments. Behind a pooler in transaction mode (DATABASE_POOLER),
+    whose server connections change hands after every transaction, psycopg prepares nothing: a
+    statement prepared on one server connection is unknown to the next (PgBouncer 1.18 does not
+    track them)."""
     connect_args = {"connect_timeout": config["DATABASE_CONNECT_TIMEOUT_SECONDS"]}
-    if pooled:
+    if config["DATABASE_POOLER"] != "none":
         connect_args["prepare_threshold"] = None
     return connect_args
 

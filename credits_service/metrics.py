@@ -106,8 +106,9 @@ def idempotency_answers_purged(count: int) -> None:
         IDEMPOTENCY_PURGED.inc(count)
 
 
-class _Gauges:
-    """Metrics read at scrape time (from the database), beside the processes' own counters."""
+class _Families:
+    """Metric families already read (this process's own, or the database's at scrape time), as a
+    collector of a registry."""
 
     def __init__(self, families):
         self.families = families
@@ -139,17 +140,10 @@ def exposition(read_at_scrape: list | None = None) -> Response:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)
     else:
-        registry.register(_Process())
+        registry.register(_Families(list(REGISTRY.collect())))
     if read_at_scrape:
-        registry.register(_Gauges(read_at_scrape))
+        registry.register(_Families(read_at_scrape))
     return Response(generate_latest(registry), mimetype=None, content_type=CONTENT_TYPE_LATEST)
-
-
-class _Process:
-    """This process's own registry, as one collector."""
-
-    def collect(self):
-        return REGISTRY.collect()
 
 
 # The labelled children of the two HTTP metrics, by label values: labels() checks its values on

@@ -122,7 +122,7 @@ def init_app(app: Flask) -> None:
     if url:
         options = {"hide_parameters": True}
         if url.startswith("postgresql"):
-            options["connect_args"] = postgresql_connect_args(config, pooled=config["DATABASE_POOLER"] != "none")
+            options["connect_args"] = postgresql_connect_args(config)
         engine = create_engine(url, **options)
     app.extensions["read_replica"] = ReadReplica(engine, config["REPLICA_MAX_LAG_SECONDS"])
 

@@ -6,10 +6,11 @@ whose statement stands alone runs on an autocommit connection of the same engine
 PostgreSQL (no BEGIN/ROLLBACK round trips); everything else is a transaction of the session.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -89,6 +90,24 @@ def snapshot_transaction(session: Session) -> None:
         session.connection(execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
     else:
         session.connection()
+
+
+T = TypeVar("T")
+
+
+def batches_alone(session: Session, lock: int, batch: Callable[[], T]) -> Iterator[T]:
+    """Upkeep in short transactions: batch() in one write transaction after another, each result
+    yielded once its transaction committed, until the caller stops. On PostgreSQL each transaction
+    first takes the advisory lock `lock` (a fixed 64-bit number per job), transaction-level so
+    nothing outlives it behind a pooler: one instance at a time does the job, and one that finds
+    the lock taken stops, leaving the work to the other."""
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    while True:
+        with write_transaction(session):
+            if postgresql and not session.scalar(select(func.pg_try_advisory_xact_lock(lock))):
+                return
+            result = batch()
+        yield result
 
 
 def upsert_for(dialect: str):

@@ -11,7 +11,7 @@ from werkzeug.routing import BaseConverter
 
 from ..auth import auth
 from ..openapi import CreditsApi
-from ..schemas.fields import CLIENT_ID_PATTERN
+from ..schemas.fields import CLIENT_ID_PATTERN, MAX_ID
 
 
 class JsonParser(FlaskParser):
@@ -70,6 +70,11 @@ class Blueprint(SmorestBlueprint):
             return parse
         body_refusals = self.doc(responses={"413": "REQUEST_ENTITY_TOO_LARGE", "415": "UNSUPPORTED_MEDIA_TYPE"})
         return lambda view: body_refusals(parse(view))
+
+
+def path_id(name: str) -> str:
+    """A URL part for a row id: a positive 64-bit integer, so anything else is 404 before any query."""
+    return f"<int(min=1, max={MAX_ID}):{name}>"
 
 
 def actor() -> str:

@@ -14,7 +14,7 @@ from ..schemas.holds import (
     HoldResolvedSchema,
     HoldSchema,
 )
-from . import Blueprint, actor
+from . import Blueprint, actor, path_id
 from .idempotency import idempotent
 
 blp = Blueprint("holds", __name__, description="Credits reserved while a generation runs, captured or released once.")
@@ -22,7 +22,7 @@ blp = Blueprint("holds", __name__, description="Credits reserved while a generat
 RESOLVED = ("The hold is already captured, released or expired (its status says which), or a capture asks for"
             " more than the hold (status held); nothing changed.")
 # A hold's id as the path names it: a positive 64-bit integer; anything else is a 404 before any query.
-HOLD = "<client_id:client_id>/holds/<int(min=1, max=9223372036854775807):hold_id>"
+HOLD = f"<client_id:client_id>/holds/{path_id('hold_id')}"
 
 
 @blp.route("/<client_id:client_id>/holds", methods=["POST"])

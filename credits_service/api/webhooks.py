@@ -14,11 +14,11 @@ from ..schemas.webhooks import (
     WebhookUpdateSchema,
     WebhookWithSecretSchema,
 )
-from . import Blueprint, actor
+from . import Blueprint, actor, path_id
 
 blp = Blueprint("webhooks", __name__, description="Signed events for the platform, delivered at least once.")
 
-ID = "<int(min=1, max=9223372036854775807):endpoint_id>"
+ID = path_id("endpoint_id")
 
 
 @blp.route("", methods=["POST"])
@@ -27,8 +27,7 @@ ID = "<int(min=1, max=9223372036854775807):endpoint_id>"
 @blp.response(201, WebhookWithSecretSchema)
 def create_webhook(body):
     """Register an endpoint for the event types given; its secret is in this answer only."""
-    return services.webhooks().create(actor(), body["url"], list(dict.fromkeys(body["events"])),
-                                      body.get("description"))
+    return services.webhooks().create(actor(), body["url"], body["events"], body.get("description"))
 
 
 @blp.route("", methods=["GET"])
@@ -56,8 +55,6 @@ def get_webhook(endpoint_id):
 @blp.alt_response(404, response="NOT_FOUND")
 def update_webhook(changes, endpoint_id):
     """Change the url, events, description or enabled; disabled, its deliveries wait."""
-    if "events" in changes:
-        changes["events"] = list(dict.fromkeys(changes["events"]))
     return services.webhooks().update(actor(), endpoint_id, changes)
 
 
@@ -99,7 +96,7 @@ def list_deliveries(query, endpoint_id):
     return services.webhooks().deliveries(endpoint_id, query["limit"], query["offset"], query.get("status"))
 
 
-@blp.route(f"/{ID}/deliveries/<int(min=1, max=9223372036854775807):delivery_id>/retry", methods=["POST"])
+@blp.route(f"/{ID}/deliveries/{path_id('delivery_id')}/retry", methods=["POST"])
 @admin_write
 @blp.response(202, DeliverySchema)
 @blp.alt_response(404, response="NOT_FOUND")

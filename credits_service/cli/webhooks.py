@@ -38,5 +38,5 @@ def deliver(once: bool) -> None:
 @webhooks_cli.command("purge")
 def purge() -> None:
     """Delete deliveries that ended longer than WEBHOOK_RETENTION_HOURS ago, and their events."""
-    purged = services.webhooks().purge(timedelta(hours=current_app.config["WEBHOOK_RETENTION_HOURS"]), 1000)
+    purged = services.webhooks().purge(timedelta(hours=current_app.config["WEBHOOK_RETENTION_HOURS"]))
     click.echo(f"Deleted {purged} ended webhook delivery(ies).")

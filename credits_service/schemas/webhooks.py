@@ -23,8 +23,15 @@ def _url_field(**kwargs) -> Text:
                 metadata={"description": "Where events are POSTed; http or https, redirects not followed."}, **kwargs)
 
 
+class _EventTypes(fields.List):
+    """Event types, each once, in the order first given."""
+
+    def _deserialize(self, value, attr, data, **kwargs) -> list[str]:
+        return list(dict.fromkeys(super()._deserialize(value, attr, data, **kwargs)))
+
+
 def _events_field(**kwargs) -> fields.List:
-    return fields.List(
+    return _EventTypes(
         fields.String(validate=validate.OneOf((*SUBSCRIBABLE, EVERY_EVENT))), validate=validate.Length(min=1),
         metadata={"description": f"Event types to receive, or ['{EVERY_EVENT}'] for all of them."}, **kwargs)
 

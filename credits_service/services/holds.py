@@ -22,7 +22,7 @@ from ..errors import Conflict, NotFound, QuotaExceeded
 from ..models import Hold, QuotaLimit
 from ..months import iso_utc, month_of, next_month_start
 from ..plans import UNLIMITED, effective_limit, remaining
-from ..transactions import write_transaction
+from ..transactions import batches_alone, write_transaction
 from .events import emit
 from .idempotency import IdempotencyClaim
 from .month_usage import exact_held, month_row, usage_row
@@ -171,34 +171,38 @@ class HoldsService:
         """Mark lapsed holds expired in storage, a client at a time, at most batch per transaction;
         returns how many. Correctness never waits for this: reads go by expires_at."""
         now = self.clock()
-        postgresql = self.session.get_bind().dialect.name == "postgresql"
         swept = 0
-        while True:
-            with write_transaction(self.session):
-                if postgresql and not self.session.scalar(select(func.pg_try_advisory_xact_lock(SWEEP_LOCK))):
-                    return swept  # another instance sweeps this round
-                client_id = self.session.scalar(select(Hold.client_id).where(
-                    Hold.status == "held", Hold.expires_at <= now).limit(1))
-                if client_id is None:
-                    return swept
-                # The client's lock first, as every writer takes it, then its lapsed holds.
-                self.session.scalar(select(QuotaLimit.client_id).where(QuotaLimit.client_id == client_id)
-                                    .with_for_update())
-                lapsed = select(Hold.id).where(Hold.client_id == client_id, Hold.status == "held",
-                                               Hold.expires_at <= now).limit(batch).scalar_subquery()
-                expired = self.session.execute(
-                    update(Hold).where(Hold.id.in_(lapsed)).values(status="expired", resolved_at=Hold.expires_at)
-                    .returning(Hold.id, Hold.month, Hold.count, Hold.expires_at, Hold.reference)).all()
-                for month in {hold.month for hold in expired}:
-                    row = usage_row(self.session, client_id, month)
-                    if row is not None:
-                        exact_held(self.session, row, now)
-                for hold in expired:  # the platform may want to know a job ran past its hold
-                    emit(self.session, "hold.expired", {
-                        "clientId": client_id, "holdId": hold.id, "count": hold.count, "month": hold.month,
-                        "expiresAt": iso_utc(hold.expires_at), "reference": hold.reference}, now)
-            swept += len(expired)
-            metrics.holds_expired(len(expired))
+        for expired in batches_alone(self.session, SWEEP_LOCK, lambda: self._expire_one_client(now, batch)):
+            if expired is None:
+                break
+            swept += expired
+            metrics.holds_expired(expired)
+        return swept
+
+    def _expire_one_client(self, now: datetime, batch: int) -> int | None:
+        """In the caller's transaction: up to batch lapsed holds of one client marked expired, with
+        their months' held counts and events; None when no hold has lapsed."""
+        client_id = self.session.scalar(select(Hold.client_id).where(
+            Hold.status == "held", Hold.expires_at <= now).limit(1))
+        if client_id is None:
+            return None
+        # The client's lock first, as every writer takes it, then its lapsed holds.
+        self.session.scalar(select(QuotaLimit.client_id).where(QuotaLimit.client_id == client_id)
+                            .with_for_update())
+        lapsed = select(Hold.id).where(Hold.client_id == client_id, Hold.status == "held",
+                                       Hold.expires_at <= now).limit(batch).scalar_subquery()
+        expired = self.session.execute(
+            update(Hold).where(Hold.id.in_(lapsed)).values(status="expired", resolved_at=Hold.expires_at)
+            .returning(Hold.id, Hold.month, Hold.count, Hold.expires_at, Hold.reference)).all()
+        for month in {hold.month for hold in expired}:
+            row = usage_row(self.session, client_id, month)
+            if row is not None:
+                exact_held(self.session, row, now)
+        for hold in expired:  # the platform may want to know a job ran past its hold
+            emit(self.session, "hold.expired", {
+                "clientId": client_id, "holdId": hold.id, "count": hold.count, "month": hold.month,
+                "expiresAt": iso_utc(hold.expires_at), "reference": hold.reference}, now)
+        return len(expired)
 
 
 # pg_try_advisory_xact_lock key held while sweeping: a fixed 64-bit number no other code uses.

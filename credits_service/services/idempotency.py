@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from .. import metrics
 from ..errors import Conflict, IdempotencyKeyReused, TooManyRequests
 from ..models import IdempotencyRecord
-from ..transactions import upsert_for, write_transaction
+from ..transactions import batches_alone, upsert_for, write_transaction
 
 # pg_try_advisory_xact_lock key held while purging: any fixed 64-bit number no other code uses.
 PURGE_LOCK = 0x637265646974735F  # "credits_"
@@ -151,19 +151,14 @@ class IdempotencyKeys:
         time; the others find it taken and leave the work to it.
         """
         cutoff = self.clock() - self.ttl
-        postgresql = self.session.get_bind().dialect.name == "postgresql"
         expired = select(IdempotencyRecord.id).where(IdempotencyRecord.created_at <= cutoff).limit(batch)
-        if postgresql:
+        if self.session.get_bind().dialect.name == "postgresql":
             expired = expired.with_for_update(skip_locked=True)
+        purge_batch = delete(IdempotencyRecord).where(IdempotencyRecord.id.in_(expired.scalar_subquery()))
         purged = 0
-        while True:
-            with write_transaction(self.session):
-                if postgresql and not self.session.scalar(select(func.pg_try_advisory_xact_lock(PURGE_LOCK))):
-                    return purged
-                deleted = self.session.execute(
-                    delete(IdempotencyRecord).where(IdempotencyRecord.id.in_(expired.scalar_subquery()))
-                ).rowcount
+        for deleted in batches_alone(self.session, PURGE_LOCK, lambda: self.session.execute(purge_batch).rowcount):
             metrics.idempotency_answers_purged(deleted)
             purged += deleted
             if deleted < batch:
-                return purged
+                break
+        return purged

@@ -18,7 +18,7 @@ from ..audit.trail import WEBHOOKS_CHAIN, AuditTrail
 from ..errors import Conflict, NotFound
 from ..logs import log_admin_action
 from ..models import WebhookDelivery, WebhookEndpoint, WebhookEvent
-from ..transactions import write_transaction
+from ..transactions import batches_alone, write_transaction
 from .events import PING, emit
 from .paging import page_of
 from .results import DeliveryView, Page, WebhookView
@@ -28,6 +28,7 @@ OLD_SECRET_KEPT = timedelta(hours=24)
 SECRET_BYTES = 32
 # pg_try_advisory_xact_lock key held while purging: a fixed 64-bit number no other code uses.
 PURGE_LOCK = 0x77686B5F70757267  # "whk_purg"
+PURGE_BATCH = 1000
 
 
 def new_secret() -> str:
@@ -43,6 +44,12 @@ def _described(endpoint: WebhookEndpoint) -> dict[str, Any]:
     """What the audit log records of an endpoint: never its secret."""
     return {"endpointId": endpoint.id, "url": endpoint.url, "events": endpoint.events,
             "description": endpoint.description, "enabled": endpoint.enabled}
+
+
+def _with_event_type(endpoint_id: int):
+    """The endpoint's deliveries, each with its event's type."""
+    return (select(WebhookDelivery, WebhookEvent.type).join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
+            .where(WebhookDelivery.endpoint_id == endpoint_id))
 
 
 def delivery_view(delivery: WebhookDelivery, event_type: str) -> DeliveryView:
@@ -137,8 +144,7 @@ class WebhooksService:
     def deliveries(self, endpoint_id: int, limit: int, offset: int, status: str | None = None) -> Page:
         """The endpoint's deliveries, newest first."""
         self._endpoint(endpoint_id)
-        query = (select(WebhookDelivery, WebhookEvent.type).join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
-                 .where(WebhookDelivery.endpoint_id == endpoint_id))
+        query = _with_event_type(endpoint_id)
         if status is not None:
             query = query.where(WebhookDelivery.status == status)
         return page_of(self.session, query.order_by(WebhookDelivery.id.desc()), limit, offset,
@@ -149,10 +155,8 @@ class WebhooksService:
         now = self.clock()
         with write_transaction(self.session):
             self._endpoint(endpoint_id)
-            row = self.session.execute(
-                select(WebhookDelivery, WebhookEvent.type).join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
-                .where(WebhookDelivery.id == delivery_id, WebhookDelivery.endpoint_id == endpoint_id)
-                .with_for_update(of=WebhookDelivery)).first()
+            row = self.session.execute(_with_event_type(endpoint_id).where(WebhookDelivery.id == delivery_id)
+                                       .with_for_update(of=WebhookDelivery)).first()
             if row is None:
                 raise NotFound(f"Webhook endpoint {endpoint_id} has no delivery with id {delivery_id}.")
             delivery, event_type = row
@@ -163,32 +167,33 @@ class WebhooksService:
             delivery.leased_until = None
         return delivery_view(delivery, event_type)
 
-    def purge(self, retention: timedelta, batch: int) -> int:
+    def purge(self, retention: timedelta, batch: int = PURGE_BATCH) -> int:
         """Delete ended (succeeded or failed) deliveries made longer than retention ago, and the events
         left with none, batch rows a transaction; returns how many deliveries.
 
         Like the Idempotency-Key purge: short transactions, and on PostgreSQL one instance at a time
         (the others find the advisory lock taken and leave the work to it)."""
         cutoff = self.clock() - retention
-        postgresql = self.session.get_bind().dialect.name == "postgresql"
         purged = 0
-        while True:
-            with write_transaction(self.session):
-                if postgresql and not self.session.scalar(select(func.pg_try_advisory_xact_lock(PURGE_LOCK))):
-                    return purged
-                ids = self.session.scalars(select(WebhookDelivery.id).where(
-                    WebhookDelivery.status != "pending", WebhookDelivery.created_at <= cutoff).limit(batch)).all()
-                if ids:
-                    self.session.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids)))
-                orphans = self.session.scalars(select(WebhookEvent.id).where(
-                    WebhookEvent.created_at <= cutoff,
-                    ~select(WebhookDelivery.id).where(WebhookDelivery.event_id == WebhookEvent.id).exists(),
-                ).limit(batch)).all()
-                if orphans:
-                    self.session.execute(delete(WebhookEvent).where(WebhookEvent.id.in_(orphans)))
-            purged += len(ids)
-            if len(ids) < batch and len(orphans) < batch:
-                return purged
+        for deliveries, events in batches_alone(self.session, PURGE_LOCK, lambda: self._purge_batch(cutoff, batch)):
+            purged += deliveries
+            if deliveries < batch and events < batch:
+                break
+        return purged
+
+    def _purge_batch(self, cutoff: datetime, batch: int) -> tuple[int, int]:
+        """In the caller's transaction: up to batch ended deliveries and batch orphaned events deleted."""
+        ids = self.session.scalars(select(WebhookDelivery.id).where(
+            WebhookDelivery.status != "pending", WebhookDelivery.created_at <= cutoff).limit(batch)).all()
+        if ids:
+            self.session.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids)))
+        orphans = self.session.scalars(select(WebhookEvent.id).where(
+            WebhookEvent.created_at <= cutoff,
+            ~select(WebhookDelivery.id).where(WebhookDelivery.event_id == WebhookEvent.id).exists(),
+        ).limit(batch)).all()
+        if orphans:
+            self.session.execute(delete(WebhookEvent).where(WebhookEvent.id.in_(orphans)))
+        return len(ids), len(orphans)
 
     def delivery_stats(self) -> "DeliveryStats":
         """Deliveries by status, their attempts, and how long the oldest pending one has waited:
